@@ -1,0 +1,45 @@
+"""Corpus data: spans in, spans out.
+
+Readers turn CoNLL (bio / bioes / bmes) and JSON-lines files (CLUENER, entities, SageMaker
+Ground Truth) into `Example`s with `Entity` spans; `TagSet` maps spans to model tag ids and
+back; writers, statistics and a synthetic corpus for tests complete the layer.
+"""
+
+from .errors import DataError
+from .example import Entity, Example
+from .readers import Corpus, read_conll, read_corpus, read_jsonl
+from .schemes import (
+    MODEL_SCHEMES,
+    SCHEMES,
+    TagSet,
+    detect_scheme,
+    entities_to_tags,
+    split_tag,
+    tags_to_entities,
+)
+from .stats import corpus_stats, format_stats
+from .synthetic import make_synthetic_corpus, write_synthetic_split
+from .writers import write_conll, write_jsonl
+
+__all__ = [
+    "MODEL_SCHEMES",
+    "SCHEMES",
+    "Corpus",
+    "DataError",
+    "Entity",
+    "Example",
+    "TagSet",
+    "corpus_stats",
+    "detect_scheme",
+    "entities_to_tags",
+    "format_stats",
+    "make_synthetic_corpus",
+    "read_conll",
+    "read_corpus",
+    "read_jsonl",
+    "split_tag",
+    "tags_to_entities",
+    "write_conll",
+    "write_jsonl",
+    "write_synthetic_split",
+]

@@ -1,0 +1,171 @@
+"""The tagger: encoder → dropout → per-tag scores → CRF (or softmax, the article's head).
+
+Two input forms, one per job:
+  * training windows — `input_ids` [batch, seq] already framed as `[CLS] chars [SEP] [PAD]…`,
+    at most `max_seq_length` long (see `text.windows.split_example`);
+  * whole sentences of any length — `char_ids` [batch, chars] without special tokens.
+    `predict_tags` cuts them into overlapping windows inside the graph, blends the windows'
+    emission scores (triangular weights: a window's centre is trusted more than its edges) and
+    decodes the whole sentence at once. The exported SavedModel, `albert-ner predict` and
+    `albert-ner evaluate` all run this one function, so they cannot disagree.
+
+Example:
+  tagger = Tagger(EncoderConfig.resolve("micro", vocab_size=100), num_tags=7)
+  losses = tagger.sentence_losses(input_ids, tag_ids)          # [batch]
+  tags = tagger.predict_tags(char_ids, lengths, window=126, stride=63)  # [batch, chars]
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from albert_ner.model.config import EncoderConfig
+from albert_ner.model.crf import CRF
+from albert_ner.model.encoder import PAD_ID, Encoder
+
+HEADS = ("crf", "softmax")
+
+
+def window_weights(window: int) -> tf.Tensor:
+    """Triangular blending weights [window]: min(i + 1, window - i)."""
+    i = tf.range(window, dtype=tf.float32)
+    return tf.minimum(i + 1.0, tf.cast(window, tf.float32) - i)
+
+
+class Tagger(keras.Model):
+    """Encoder + token classifier + CRF/softmax head for one tag set."""
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        num_tags: int,
+        head: str = "crf",
+        classifier_dropout: float = 0.1,
+        cls_id: int = 101,
+        sep_id: int = 102,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.config = config
+        self.num_tags = num_tags
+        self.head = head
+        self.cls_id, self.sep_id = cls_id, sep_id
+        self.encoder = Encoder(config, name="encoder")
+        self.dropout = keras.layers.Dropout(classifier_dropout)
+        # float32 scores even under a mixed-precision policy: the CRF sums them over time.
+        self.classifier = keras.layers.Dense(
+            num_tags,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+            dtype="float32",
+            name="classifier",
+        )
+        self.crf = CRF(num_tags, name="crf") if head == "crf" else None
+
+    def set_allowed_transitions(self, allowed, allowed_start, allowed_end) -> None:
+        """Restricts CRF decoding to the tag scheme's grammar (no O → I-X, ...)."""
+        if self.crf is not None:
+            self.crf.set_allowed_transitions(
+                np.asarray(allowed), np.asarray(allowed_start), np.asarray(allowed_end)
+            )
+
+    def build_variables(self) -> None:
+        """Creates every variable by running one tiny batch (Keras builds lazily)."""
+        ids = tf.constant([[self.cls_id, 5, self.sep_id]], tf.int32)
+        self.sentence_losses(ids, tf.zeros([1, 1], tf.int32), training=False)
+
+    def call(self, input_ids, training=False):
+        """Emission scores for the characters of framed input ids.
+
+        Args:
+          input_ids: int32 [batch, seq] as `[CLS] chars [SEP] [PAD]…`.
+        Returns:
+          float32 [batch, seq - 2, num_tags]: position j scores character j (the [CLS] and
+          the final slot are cut, so the scores line up with the characters).
+        """
+        hidden = self.encoder(input_ids, training=training)  # [batch, seq, hidden]
+        hidden = self.dropout(hidden, training=training)
+        return self.classifier(hidden)[:, 1:-1, :]
+
+    @staticmethod
+    def char_lengths(input_ids):
+        """Number of characters in each framed row: real tokens minus [CLS] and [SEP]."""
+        return tf.reduce_sum(tf.cast(tf.not_equal(input_ids, PAD_ID), tf.int32), axis=1) - 2
+
+    def sentence_losses(self, input_ids, tag_ids, training=True):
+        """Per-sentence loss [batch]: CRF negative log-likelihood, or summed token cross-entropy.
+
+        Args:
+          input_ids: int32 [batch, seq], framed.
+          tag_ids: int32 [batch, seq - 2]; positions past each sentence are ignored.
+        """
+        emissions = self(input_ids, training=training)  # [batch, seq-2, tags]
+        lengths = self.char_lengths(input_ids)
+        if self.crf is not None:
+            return -self.crf.log_likelihood(emissions, tag_ids, lengths)
+        token_mask = tf.sequence_mask(lengths, tf.shape(tag_ids)[1], dtype=tf.float32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tag_ids, logits=emissions)
+        return tf.reduce_sum(losses * token_mask, axis=1)
+
+    def decode(self, emissions, lengths):
+        """Best tag ids [batch, chars] (0 past each length)."""
+        if self.crf is not None:
+            tags, _ = self.crf.viterbi_decode(emissions, lengths)
+            return tf.cast(tags, tf.int32)
+        tags = tf.argmax(emissions, axis=-1, output_type=tf.int32)
+        return tags * tf.sequence_mask(lengths, tf.shape(tags)[1], dtype=tf.int32)
+
+    def sentence_emissions(self, char_ids, lengths, window: int, stride: int):
+        """Emission scores for whole sentences of any length, blended over windows.
+
+        Args:
+          char_ids: int32 [batch, chars], character ids without special tokens, 0-padded.
+          lengths: int32 [batch], characters per sentence.
+          window: characters per window (max_seq_length - 2).
+          stride: characters between window starts (≤ window).
+        Returns:
+          float32 [batch, chars, tags].
+        """
+        batch, n = tf.shape(char_ids)[0], tf.shape(char_ids)[1]
+        longest = tf.reduce_max(lengths)
+        span = tf.maximum(longest - window, 0)
+        num_windows = 1 + (span + stride - 1) // stride
+        # Per sentence, starts 0, stride, 2·stride, … and a last window ending at the sentence
+        # end; a short sentence repeats its window, which the weighted average cancels out.
+        k = tf.range(num_windows)[tf.newaxis, :]  # [1, windows]
+        starts = tf.minimum(k * stride, tf.maximum(lengths[:, tf.newaxis] - window, 0))
+        offsets = starts[:, :, tf.newaxis] + tf.range(window)[tf.newaxis, tf.newaxis, :]
+        padded = tf.pad(char_ids, [[0, 0], [0, window]])  # windows may reach past `chars`
+        pieces = tf.gather(padded, offsets, batch_dims=1)  # [batch, windows, window]
+        in_sentence = offsets < lengths[:, tf.newaxis, tf.newaxis]
+        pieces = tf.where(in_sentence, pieces, tf.zeros_like(pieces))
+        piece_len = tf.reduce_sum(tf.cast(in_sentence, tf.int32), axis=-1)  # [batch, windows]
+
+        flat = tf.reshape(pieces, [-1, window])
+        flat_len = tf.reshape(piece_len, [-1])
+        rows = tf.shape(flat)[0]
+        framed = tf.concat(
+            [tf.fill([rows, 1], self.cls_id), flat, tf.zeros([rows, 1], tf.int32)], axis=1
+        )
+        framed += tf.one_hot(flat_len + 1, window + 2, dtype=tf.int32) * self.sep_id
+        scores = self(framed, training=False)  # [rows, window, tags]
+        scores = tf.reshape(scores, [batch, num_windows, window, self.num_tags])
+
+        weights = window_weights(window)[tf.newaxis, tf.newaxis, :] * tf.cast(in_sentence, tf.float32)
+        # Scatter-add every window position back onto its sentence position.
+        target = tf.minimum(offsets, n + window - 1)
+        summed = tf.zeros([batch, n + window, self.num_tags])
+        idx = tf.stack(
+            [tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(target)), target], axis=-1
+        )
+        summed = tf.tensor_scatter_nd_add(summed, idx, scores * weights[..., tf.newaxis])
+        norm = tf.tensor_scatter_nd_add(tf.zeros([batch, n + window]), idx, weights)
+        return (summed / tf.maximum(norm, 1e-9)[..., tf.newaxis])[:, :n]
+
+    def predict_tags(self, char_ids, lengths, window: int, stride: int):
+        """Tag ids [batch, chars] for whole sentences (see `sentence_emissions`)."""
+        emissions = self.sentence_emissions(char_ids, lengths, window, stride)
+        return self.decode(emissions, lengths)

@@ -1,0 +1,110 @@
+"""The model directory: the one artefact that training writes and everything else reads.
+
+  MODEL_DIR/
+    1/                    SavedModel (signatures: raw strings in, char ids in)
+    labels.json           tag scheme, entity types and tag list (TagSet.to_json)
+    vocab.txt             the vocabulary the ids refer to
+    model_config.json     {"encoder": EncoderConfig fields, "head": ..., "max_seq_length": ...}
+    weights.npz           the best weights (by dev entity F1), for evaluation and fine-tuning
+    training_args.json    every option of the run, to reproduce it
+    metrics.jsonl         one JSON object per evaluation; final_metrics.json: the last one
+    checkpoints/          resumable training state (optional)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from albert_ner.data.schemes import TagSet
+from albert_ner.model.config import EncoderConfig
+from albert_ner.text.tokenizer import CharTokenizer
+from albert_ner.text.vocab import Vocab
+
+SAVED_MODEL_VERSION = "1"
+
+
+def write_json(path: Path, value) -> None:
+    """Writes JSON atomically (a killed process never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ModelDir:
+    """Paths and readers for one model directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    labels = property(lambda self: self.path / "labels.json")
+    vocab = property(lambda self: self.path / "vocab.txt")
+    config = property(lambda self: self.path / "model_config.json")
+    weights = property(lambda self: self.path / "weights.npz")
+    training_args = property(lambda self: self.path / "training_args.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    final_metrics = property(lambda self: self.path / "final_metrics.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    saved_model = property(lambda self: self.path / SAVED_MODEL_VERSION)
+
+    def require(self, *paths: Path) -> None:
+        """Raises a clear error when the directory lacks what a command needs."""
+        missing = [p.name for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.path} is not a complete model directory: missing {', '.join(missing)} "
+                "(train one with `albert-ner train --output-dir DIR`)"
+            )
+
+    def load_tagset(self) -> TagSet:
+        self.require(self.labels)
+        return TagSet.from_json(json.loads(self.labels.read_text(encoding="utf-8")))
+
+    def load_tokenizer(self) -> CharTokenizer:
+        self.require(self.vocab)
+        return CharTokenizer(Vocab.load(self.vocab))
+
+    def load_model_config(self) -> dict:
+        self.require(self.config)
+        return json.loads(self.config.read_text(encoding="utf-8"))
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig.from_dict(self.load_model_config()["encoder"], source=str(self.config))
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def save_weights(model, path: Path) -> None:
+    """All model variables (incl. dropout RNG state), by position and name, atomically."""
+    arrays = {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    names = np.asarray([v.path for v in model.variables])
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez(tmp, __names__=names, **arrays)
+    os.replace(tmp, path)
+
+
+def load_weights(model, path: Path) -> None:
+    """Restores `save_weights` output into a model built with the same config."""
+    with np.load(path) as data:
+        names = list(data["__names__"])
+        if len(names) != len(model.variables):
+            raise ValueError(
+                f"{path}: holds {len(names)} variables, the model has {len(model.variables)} "
+                "(was it trained with another config?)"
+            )
+        for i, var in enumerate(model.variables):
+            value = data[f"{i:04d}"]
+            if tuple(value.shape) != tuple(var.shape):
+                raise ValueError(
+                    f"{path}: variable {names[i]} has shape {value.shape}, "
+                    f"the model expects {tuple(var.shape)}"
+                )
+            var.assign(value)

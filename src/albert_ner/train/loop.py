@@ -1,0 +1,484 @@
+"""The training loop: our own `tf.function` step, periodic evaluation, exact resume.
+
+`run_training(TrainArgs(...))` is what `albert-ner train`, the SageMaker `train` entrypoint
+and the notebooks call. It turns a training file (and a dev file) into a model directory
+(see `model_dir.py`), printing progress and the article's `eval_f = 0.9483` lines.
+
+Resume is exact: a checkpoint holds every model variable (including the dropout RNG state),
+both optimizers' slots and step counters, and the data position (epoch, batch) — the batch
+order of an epoch is a pure function of (seed, epoch), so nothing else needs saving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from albert_ner.data.readers import read_corpus
+from albert_ner.data.schemes import TagSet
+from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_json
+
+DEFAULT_LR_SCRATCH = 1e-3  # a transformer trained from random init
+DEFAULT_LR_PRETRAINED = 5e-5  # fine-tuning pretrained weights
+
+
+@dataclasses.dataclass
+class TrainArgs:
+    """Every option of a training run (the `albert-ner train` flags, underscored)."""
+
+    train_file: str
+    output_dir: str
+    dev_file: str | None = None
+    model_config: str = "tiny"
+    init_checkpoint: str | None = None
+    vocab_file: str | None = None
+    head: str = "crf"
+    tag_scheme: str = "bio"
+    data_format: str = "auto"
+    source_scheme: str = "auto"
+    max_steps: int | None = None
+    epochs: float = 3.0
+    eval_every: int = 500
+    checkpoint_every: int | None = None
+    log_every: int = 50
+    batch_size: int = 32
+    max_seq_length: int = 128
+    learning_rate: float | None = None
+    crf_learning_rate: float = 1e-2
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    classifier_dropout: float = 0.1
+    precision: str = "fp32"
+    seed: int = 42
+    resume: bool = False
+    checkpoint_dir: str | None = None
+    max_train_sentences: int | None = None
+    export: bool = True
+
+    def __post_init__(self):
+        if self.max_seq_length < 3:
+            raise ValueError("max_seq_length must be at least 3 ([CLS], one character, [SEP])")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be positive")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _set_precision(precision: str) -> None:
+    import keras
+
+    policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _unscale(grad, scale: float):
+    """grad / scale; embedding gradients arrive as IndexedSlices, which `/` does not take."""
+    import tensorflow as tf
+
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values / scale, grad.indices, grad.dense_shape)
+    return grad / scale
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Holds the model, optimizers and data of one run; `run()` trains to the end."""
+
+    def __init__(self, args: TrainArgs, strategy=None):
+        import keras
+        import tensorflow as tf
+
+        from albert_ner.model.config import EncoderConfig
+        from albert_ner.model.tagger import Tagger
+        from albert_ner.text.tokenizer import CharTokenizer
+        from albert_ner.text.vocab import Vocab
+        from albert_ner.train.batching import make_features
+        from albert_ner.train.distribute import default_strategy
+
+        self.args = args
+        self.model_dir = ModelDir(args.output_dir)
+        self.model_dir.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir = Path(args.checkpoint_dir or self.model_dir.checkpoints)
+        self.strategy = strategy or default_strategy()
+        self.is_chief = getattr(self.strategy, "is_chief", True)
+
+        keras.utils.set_random_seed(args.seed)
+        tf.config.experimental.enable_op_determinism()
+        _set_precision(args.precision)
+
+        train = read_corpus(args.train_file, format=args.data_format, scheme=args.source_scheme)
+        self._report_repairs(train)
+        examples = train.examples
+        if args.max_train_sentences:
+            examples = examples[: args.max_train_sentences]
+        self.dev = None
+        if args.dev_file:
+            dev = read_corpus(args.dev_file, format=args.data_format, scheme=args.source_scheme)
+            self._report_repairs(dev)
+            self.dev = dev.examples
+            unseen = sorted(set(dev.types) - set(train.types))
+            if unseen:
+                log(f"warning: dev types never seen in training: {', '.join(unseen)}")
+        self.tagset = TagSet.from_examples(examples, scheme=args.tag_scheme)
+        log(
+            f"data: {len(examples)} training sentences, "
+            f"{len(self.dev) if self.dev else 0} dev sentences; "
+            f"types {', '.join(self.tagset.types)}; {len(self.tagset.tags)} tags ({args.tag_scheme})"
+        )
+
+        pretrained = None
+        if args.init_checkpoint:
+            from albert_ner.checkpoints import resolve_pretrained
+
+            pretrained = resolve_pretrained(args.init_checkpoint)
+        if args.vocab_file:
+            vocab = Vocab.load(args.vocab_file)
+        elif pretrained is not None:
+            vocab = Vocab.load(pretrained.vocab_file)
+        else:
+            vocab = Vocab.build([e.text for e in examples])
+            log(f"vocab: built from the training data, {len(vocab)} entries")
+        self.tokenizer = CharTokenizer(vocab)
+        if pretrained is not None and args.model_config == "tiny":
+            self.encoder_config = pretrained.config
+        else:
+            self.encoder_config = EncoderConfig.resolve(args.model_config, vocab_size=len(vocab))
+        if self.encoder_config.vocab_size != len(vocab):
+            raise ValueError(
+                f"the encoder config has vocab_size {self.encoder_config.vocab_size} but the "
+                f"vocabulary has {len(vocab)} entries"
+            )
+        self.learning_rate = args.learning_rate or (
+            DEFAULT_LR_PRETRAINED if pretrained is not None else DEFAULT_LR_SCRATCH
+        )
+
+        self.features = make_features(examples, self.tokenizer, self.tagset, args.max_seq_length)
+        self.lengths = [len(f) for f in self.features]
+        self.steps_per_epoch = math.ceil(len(self.features) / args.batch_size)
+        if args.max_steps:
+            self.total_steps = args.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+        real = sum(self.lengths)
+        log(
+            f"features: {len(self.features)} windows of ≤{args.max_seq_length - 2} characters "
+            f"({real} characters); {self.steps_per_epoch} steps/epoch, {self.total_steps} steps"
+        )
+
+        from albert_ner.train.optimizer import make_optimizer
+
+        with self.strategy.scope():
+            self.model = Tagger(
+                self.encoder_config,
+                num_tags=len(self.tagset.tags),
+                head=args.head,
+                classifier_dropout=args.classifier_dropout,
+                cls_id=vocab.cls_id,
+                sep_id=vocab.sep_id,
+            )
+            self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
+            self.model.build_variables()
+            if pretrained is not None:
+                pretrained.load_into(self.model.encoder)
+            warmup = int(args.warmup_proportion * self.total_steps)
+            self.optimizer = make_optimizer(
+                self.learning_rate, warmup, self.total_steps, args.weight_decay, args.clip_norm,
+                name="adamw",
+            )
+            crf_vars = [v for v in self.model.trainable_variables if v.path.startswith("crf/")]
+            self.main_vars = [v for v in self.model.trainable_variables if not v.path.startswith("crf/")]
+            self.crf_vars = crf_vars
+            self.crf_optimizer = None
+            if crf_vars:
+                self.crf_optimizer = make_optimizer(
+                    args.crf_learning_rate, warmup, self.total_steps, 0.0, args.clip_norm,
+                    name="adamw_crf",
+                )
+                self.crf_optimizer.build(crf_vars)
+            self.optimizer.build(self.main_vars)
+        n_params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        log(
+            f"model: {self.encoder_config.model_type} "
+            f"(hidden {self.encoder_config.hidden_size}, {self.encoder_config.num_hidden_layers} "
+            f"layers), head {args.head}, {n_params:,} trainable parameters, "
+            f"learning rate {self.learning_rate:g} (CRF {args.crf_learning_rate:g}), "
+            f"{self.strategy.num_replicas_in_sync} replica(s), precision {args.precision}"
+        )
+        self._build_functions()
+        self.window = args.max_seq_length - 2
+        self.stride = max(1, self.window // 2)
+
+    @staticmethod
+    def _report_repairs(corpus) -> None:
+        if corpus.repairs:
+            samples = "; ".join(corpus.repair_samples[:3])
+            log(f"warning: {corpus.path}: repaired {corpus.repairs} invalid tag sequence(s), e.g. {samples}")
+
+    # ------------------------------------------------------------------ graph functions
+    def _build_functions(self) -> None:
+        import tensorflow as tf
+
+        model, strategy = self.model, self.strategy
+        fp16 = self.args.precision == "fp16"
+        # fp16 needs loss scaling so small gradients survive; bf16 has fp32's exponent range.
+        loss_scale = 1024.0 if fp16 else 1.0
+
+        def step_fn(input_ids, tag_ids, global_batch):
+            with tf.GradientTape() as tape:
+                losses = model.sentence_losses(input_ids, tag_ids, training=True)
+                loss = tf.reduce_sum(losses) / tf.cast(global_batch, tf.float32)
+                scaled = loss * loss_scale
+            grads = tape.gradient(scaled, self.main_vars + self.crf_vars)
+            if loss_scale != 1.0:
+                grads = [_unscale(g, loss_scale) for g in grads]
+            n = len(self.main_vars)
+            self.optimizer.apply_gradients(zip(grads[:n], self.main_vars))
+            if self.crf_optimizer is not None:
+                self.crf_optimizer.apply_gradients(zip(grads[n:], self.crf_vars))
+            return loss
+
+        spec = [
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+        if strategy.num_replicas_in_sync == 1:
+            self._train_step = tf.function(step_fn, input_signature=spec)
+        else:
+
+            @tf.function
+            def distributed_step(per_replica_ids, per_replica_tags, global_batch):
+                losses = strategy.run(step_fn, args=(per_replica_ids, per_replica_tags, global_batch))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+            self._train_step = distributed_step
+
+        self._predict = tf.function(
+            lambda ids, lengths: model.predict_tags(ids, lengths, self.window, self.stride),
+            input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)],
+        )
+
+    def _run_step(self, batch_indices: list[int]) -> float:
+        from albert_ner.train.batching import pad_batch
+
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            ids, tags = pad_batch([self.features[i] for i in batch_indices])
+            return float(self._train_step(ids, tags, np.int32(len(batch_indices))))
+        # Every worker computed the same batch list; replica r takes every r-th sentence.
+        shards = [batch_indices[r::replicas] or batch_indices[:1] for r in range(replicas)]
+        padded = [pad_batch([self.features[i] for i in shard]) for shard in shards]
+
+        def value_fn(ctx):
+            return padded[ctx.replica_id_in_sync_group]
+
+        ids = self.strategy.experimental_distribute_values_from_function(lambda ctx: value_fn(ctx)[0])
+        tags = self.strategy.experimental_distribute_values_from_function(lambda ctx: value_fn(ctx)[1])
+        return float(self._train_step(ids, tags, np.int32(len(batch_indices))))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict:
+        from albert_ner.predict import Predictor, evaluate
+
+        predictor = Predictor(
+            lambda ids, lengths: self._predict(ids, lengths).numpy(), self.tokenizer, self.tagset
+        )
+        return evaluate(predictor, self.dev)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state_path(self) -> Path:
+        return self.checkpoint_dir / "state.json"
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Model + optimizer variables + loop state, replaced atomically as one directory."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_dir / "tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_weights(self.model, tmp / "model.npz")
+        optimizers = {"main": self.optimizer}
+        if self.crf_optimizer is not None:
+            optimizers["crf"] = self.crf_optimizer
+        for name, opt in optimizers.items():
+            np.savez(tmp / f"optimizer_{name}.npz", *[np.asarray(v.numpy()) for v in opt.variables])
+        write_json(tmp / "state.json", state)
+        final = self.checkpoint_dir / "latest"
+        old = self.checkpoint_dir / "old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore_checkpoint(self) -> dict | None:
+        latest = self.checkpoint_dir / "latest"
+        if not (latest / "state.json").exists():
+            return None
+        state = json.loads((latest / "state.json").read_text(encoding="utf-8"))
+        load_weights(self.model, latest / "model.npz")
+        optimizers = {"main": self.optimizer}
+        if self.crf_optimizer is not None:
+            optimizers["crf"] = self.crf_optimizer
+        for name, opt in optimizers.items():
+            with np.load(latest / f"optimizer_{name}.npz") as data:
+                for i, var in enumerate(opt.variables):
+                    var.assign(data[f"arr_{i}"])
+        return state
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        from albert_ner.train.batching import epoch_batches
+
+        args = self.args
+        md = self.model_dir
+        checkpoint_every = args.checkpoint_every or args.eval_every
+        state = {"step": 0, "best_f1": -1.0, "best_step": None, "loss_sum": 0.0, "loss_count": 0,
+                 "train_seconds": 0.0, "samples_since_eval": 0, "seconds_since_eval": 0.0}
+        if args.resume:
+            restored = self.restore_checkpoint()
+            if restored is None:
+                log(f"resume: no checkpoint in {self.checkpoint_dir}, starting from step 0")
+            else:
+                state = restored
+                log(f"resume: continuing from step {state['step']} ({self.checkpoint_dir})")
+                self._truncate_metrics(state["step"])
+        elif self.is_chief:
+            md.metrics.unlink(missing_ok=True)
+        if self.is_chief:
+            self._write_run_files()
+
+        step = start_step = state["step"]
+        batches, batches_epoch = None, None
+        started = time.time()
+        while step < self.total_steps:
+            epoch, position = divmod(step, self.steps_per_epoch)
+            if batches_epoch != epoch:
+                batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
+                batches_epoch = epoch
+            t0 = time.time()
+            loss = self._run_step(batches[position])
+            elapsed = time.time() - t0
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step + 1}; try a lower --learning-rate")
+            step += 1
+            state["step"] = step
+            state["loss_sum"] += loss
+            state["loss_count"] += 1
+            state["train_seconds"] += elapsed
+            state["samples_since_eval"] += len(batches[position])
+            state["seconds_since_eval"] += elapsed
+            if step % args.log_every == 0 or step == self.total_steps:
+                rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
+                per_step = (time.time() - started) / max(step - start_step, 1)
+                log(
+                    f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
+                    f"epoch {step / self.steps_per_epoch:.2f} "
+                    f"loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
+                    f"{rate:.1f} samples/s ETA {_format_eta(per_step * (self.total_steps - step))}"
+                )
+            if step % args.eval_every == 0 or step == self.total_steps:
+                self._evaluate_and_record(state)
+            if step % checkpoint_every == 0 or step == self.total_steps:
+                self.save_checkpoint(state)
+        return self._finish(state)
+
+    def _evaluate_and_record(self, state: dict) -> None:
+        step = state["step"]
+        record = {
+            "step": step,
+            "epoch": round(step / self.steps_per_epoch, 4),
+            "loss": state["loss_sum"] / max(state["loss_count"], 1),
+        }
+        if self.dev:
+            t0 = time.time()
+            scores = self.evaluate()
+            record.update(scores)
+            eval_seconds = time.time() - t0
+        else:
+            eval_seconds = 0.0
+        record["samples_per_sec"] = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
+        record["wall_time"] = state["train_seconds"]
+        record["eval_seconds"] = eval_seconds
+        state["loss_sum"], state["loss_count"] = 0.0, 0
+        state["samples_since_eval"], state["seconds_since_eval"] = 0, 0.0
+
+        # The article's log format; SageMaker metric definitions regex these lines.
+        log(f"***** Eval results at step {step} *****")
+        for key in ("eval_f", "eval_precision", "eval_recall", "entity_f1", "entity_precision",
+                    "entity_recall", "loss"):
+            if key in record:
+                log(f"{key} = {record[key]:.6g}")
+        log(f"global_step = {step}")
+
+        f1 = record.get("entity_f1", -record["loss"])
+        if self.is_chief:
+            with open(self.model_dir.metrics, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if f1 > state["best_f1"]:
+                state["best_f1"], state["best_step"] = f1, step
+                save_weights(self.model, self.model_dir.weights)
+                log(f"new best model at step {step} (dev entity F1 {f1:.4f})" if self.dev else
+                    f"model saved at step {step}")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drops metrics lines written after the checkpoint a resumed run restarts from."""
+        records = [r for r in self.model_dir.read_metrics() if r["step"] <= step]
+        if self.is_chief:
+            with open(self.model_dir.metrics, "w", encoding="utf-8") as fh:
+                for r in records:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    def _write_run_files(self) -> None:
+        md = self.model_dir
+        self.tokenizer.vocab.save(md.vocab)
+        write_json(md.labels, self.tagset.to_json())
+        write_json(md.config, {
+            "encoder": self.encoder_config.to_dict(),
+            "head": self.args.head,
+            "num_tags": len(self.tagset.tags),
+            "max_seq_length": self.args.max_seq_length,
+            "classifier_dropout": self.args.classifier_dropout,
+        })
+        args = dataclasses.asdict(self.args)
+        args["learning_rate_used"] = self.learning_rate
+        write_json(md.training_args, args)
+
+    def _finish(self, state: dict) -> dict:
+        md = self.model_dir
+        records = md.read_metrics()
+        final = records[-1] if records else {}
+        if self.is_chief:
+            final = dict(final, best_step=state["best_step"], best_entity_f1=state["best_f1"])
+            write_json(md.final_metrics, final)
+            if self.args.export:
+                from albert_ner.export import export_saved_model
+
+                load_weights(self.model, md.weights)
+                export_saved_model(self.model, md, self.tokenizer, self.tagset)
+                log(f"exported SavedModel (best step {state['best_step']}) to {md.saved_model}")
+        log(f"done: {state['step']} steps in {_format_eta(state['train_seconds'])} of training; model dir {md.path}")
+        return final
+
+
+def run_training(args: TrainArgs, strategy=None) -> dict:
+    """Trains, evaluates, checkpoints and exports; returns the final metrics record."""
+    return Trainer(args, strategy=strategy).run()
