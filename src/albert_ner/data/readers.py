@@ -246,9 +246,9 @@ def _parse_json_line(obj: dict, kind: str | None, name: str, lineno: int) -> Exa
         key = "source" if kind == "groundtruth" else "text"
         raise DataError(name, lineno, f"'{key}' must be a string, got {type(text).__name__}")
     if kind == "cluener":
-        spans = _cluener_spans(obj["label"], text, name, lineno)
+        spans = _cluener_spans(obj.get("label"), text, name, lineno)
     elif kind == "entities":
-        spans = _entities_spans(obj["entities"], text, name, lineno)
+        spans = _entities_spans(obj.get("entities", []), text, name, lineno)
     elif kind == "groundtruth":
         spans = _groundtruth_spans(obj, name, lineno)
     else:
@@ -265,13 +265,17 @@ def _cluener_spans(label: object, text: str, name: str, lineno: int) -> list[Ent
     spans = []
     for type_, mentions in label.items():
         if not isinstance(mentions, dict):
-            raise DataError(name, lineno, f"label {type_!r} must map mentions to [[start, end]] lists")
+            raise DataError(
+                name, lineno, f"label {type_!r} must map mentions to [[start, end]] lists"
+            )
         for mention, positions in mentions.items():
             if not isinstance(positions, list):
                 raise DataError(name, lineno, f"positions of {mention!r} must be a list")
             for pos in positions:
                 if not (isinstance(pos, list) and len(pos) == 2 and all(_is_int(p) for p in pos)):
-                    raise DataError(name, lineno, f"position {pos!r} of {mention!r} is not [start, end]")
+                    raise DataError(
+                        name, lineno, f"position {pos!r} of {mention!r} is not [start, end]"
+                    )
                 start, last = pos
                 if not 0 <= start <= last < len(text):
                     raise DataError(
@@ -331,16 +335,19 @@ def _groundtruth_spans(obj: dict, name: str, lineno: int) -> list[Entity]:
     for item in items:
         if not isinstance(item, dict):
             raise DataError(name, lineno, f"entity {item!r} must be an object")
-        spans.append(
-            _make_entity(item.get("startOffset"), item.get("endOffset"), item.get("label"), text, name, lineno)
-        )
+        start, end = item.get("startOffset"), item.get("endOffset")
+        spans.append(_make_entity(start, end, item.get("label"), text, name, lineno))
     return spans
 
 
-def _make_entity(start: object, end: object, type_: object, text: str, name: str, lineno: int) -> Entity:
+def _make_entity(
+    start: object, end: object, type_: object, text: str, name: str, lineno: int
+) -> Entity:
     """An Entity from raw JSON values, checking types and that 0 <= start < end <= len(text)."""
     if not (_is_int(start) and _is_int(end)):
-        raise DataError(name, lineno, f"entity offsets must be integers, got start={start!r} end={end!r}")
+        raise DataError(
+            name, lineno, f"entity offsets must be integers, got start={start!r} end={end!r}"
+        )
     if not isinstance(type_, str) or not type_:
         raise DataError(name, lineno, f"entity [{start}, {end}) has no type/label")
     if not 0 <= start < end <= len(text):
@@ -359,8 +366,9 @@ def _checked_entities(spans: list[Entity], text: str, name: str, lineno: int) ->
             prev = result[-1]
             raise DataError(
                 name, lineno,
-                f"overlapping entities {prev.type} {text[prev.start:prev.end]!r} [{prev.start}, {prev.end}) "
-                f"and {ent.type} {text[ent.start:ent.end]!r} [{ent.start}, {ent.end})",
+                f"overlapping entities {prev.type} {text[prev.start:prev.end]!r} "
+                f"[{prev.start}, {prev.end}) and {ent.type} {text[ent.start:ent.end]!r} "
+                f"[{ent.start}, {ent.end})",
             )
         result.append(ent)
     return result

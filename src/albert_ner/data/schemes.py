@@ -286,7 +286,9 @@ class TagSet:
             return [self.tag_to_id[tag] for tag in tags]
         except KeyError as err:
             where = f" in {example.source}" if example.source else ""
-            raise ValueError(f"tag {err.args[0]!r}{where} is not in the tag set {self.types}") from None
+            raise ValueError(
+                f"tag {err.args[0]!r}{where} is not in the tag set {self.types}"
+            ) from None
 
     def decode(self, ids: Iterable[int]) -> list[Entity]:
         """Entity spans from predicted tag ids (lenient decoding).

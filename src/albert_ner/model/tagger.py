@@ -74,7 +74,7 @@ class Tagger(keras.Model):
 
     def build_variables(self) -> None:
         """Creates every variable by running one tiny batch (Keras builds lazily)."""
-        ids = tf.constant([[self.cls_id, 5, self.sep_id]], tf.int32)
+        ids = tf.ones([1, 3], tf.int32)  # any non-padding id that every vocabulary has
         self.sentence_losses(ids, tf.zeros([1, 1], tf.int32), training=False)
 
     def call(self, input_ids, training=False):
@@ -134,13 +134,17 @@ class Tagger(keras.Model):
         span = tf.maximum(longest - window, 0)
         num_windows = 1 + (span + stride - 1) // stride
         # Per sentence, starts 0, stride, 2·stride, … and a last window ending at the sentence
-        # end; a short sentence repeats its window, which the weighted average cancels out.
+        # end (text.windows.window_starts). Sentences shorter than the batch's longest repeat
+        # their last start; those repeats get weight 0 below.
         k = tf.range(num_windows)[tf.newaxis, :]  # [1, windows]
         starts = tf.minimum(k * stride, tf.maximum(lengths[:, tf.newaxis] - window, 0))
+        first_use = tf.concat(
+            [tf.ones_like(starts[:, :1], tf.bool), starts[:, 1:] > starts[:, :-1]], axis=1
+        )  # [batch, windows]
         offsets = starts[:, :, tf.newaxis] + tf.range(window)[tf.newaxis, tf.newaxis, :]
         padded = tf.pad(char_ids, [[0, 0], [0, window]])  # windows may reach past `chars`
         pieces = tf.gather(padded, offsets, batch_dims=1)  # [batch, windows, window]
-        in_sentence = offsets < lengths[:, tf.newaxis, tf.newaxis]
+        in_sentence = (offsets < lengths[:, tf.newaxis, tf.newaxis]) & first_use[:, :, tf.newaxis]
         pieces = tf.where(in_sentence, pieces, tf.zeros_like(pieces))
         piece_len = tf.reduce_sum(tf.cast(in_sentence, tf.int32), axis=-1)  # [batch, windows]
 

@@ -37,8 +37,9 @@ class TrainArgs:
     train_file: str
     output_dir: str
     dev_file: str | None = None
-    model_config: str = "tiny"
+    model_config: str | None = None  # preset or JSON; default: the checkpoint's, else "tiny"
     init_checkpoint: str | None = None
+    checkpoint_layout: str | None = None  # force a layout instead of detecting it
     vocab_file: str | None = None
     head: str = "crf"
     tag_scheme: str = "bio"
@@ -149,7 +150,7 @@ class Trainer:
         if args.init_checkpoint:
             from albert_ner.checkpoints import resolve_pretrained
 
-            pretrained = resolve_pretrained(args.init_checkpoint)
+            pretrained = resolve_pretrained(args.init_checkpoint, layout=args.checkpoint_layout)
         if args.vocab_file:
             vocab = Vocab.load(args.vocab_file)
         elif pretrained is not None:
@@ -158,10 +159,10 @@ class Trainer:
             vocab = Vocab.build([e.text for e in examples])
             log(f"vocab: built from the training data, {len(vocab)} entries")
         self.tokenizer = CharTokenizer(vocab)
-        if pretrained is not None and args.model_config == "tiny":
+        if args.model_config is None and pretrained is not None:
             self.encoder_config = pretrained.config
         else:
-            self.encoder_config = EncoderConfig.resolve(args.model_config, vocab_size=len(vocab))
+            self.encoder_config = EncoderConfig.resolve(args.model_config or "tiny", vocab_size=len(vocab))
         if self.encoder_config.vocab_size != len(vocab):
             raise ValueError(
                 f"the encoder config has vocab_size {self.encoder_config.vocab_size} but the "
