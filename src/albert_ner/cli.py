@@ -55,7 +55,7 @@ def _add_train_parser(sub) -> None:
     steps.add_argument("--max-steps", type=int, help="train for exactly N steps")
     steps.add_argument("--epochs", type=float, default=3.0, help="train for N epochs (ignored with --max-steps)")
     t.add_argument("--batch-size", type=int, default=32, help="sentences (windows) per step")
-    t.add_argument("--learning-rate", type=float, help=f"peak AdamW learning rate (default 1e-3 from random init, 5e-5 with --init-checkpoint)")
+    t.add_argument("--learning-rate", type=float, help="peak AdamW learning rate (default 1e-3 from random init, 5e-5 with --init-checkpoint)")
     t.add_argument("--crf-learning-rate", type=float, default=1e-2, help="peak learning rate of the CRF transitions")
     t.add_argument("--warmup-proportion", type=float, default=0.1, help="fraction of steps of linear warm-up")
     t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)")

@@ -237,18 +237,42 @@ def in_encoder_scope(layout: str, name: str, prefix: str = "") -> bool:
 
 
 def abbreviate(names: Iterable[str], limit: int = 12) -> str:
-    """Short listing: layer indices folded ("layer_{0..11}"), at most `limit` patterns."""
-    patterns: dict[str, list[int]] = {}
+    """Short listing of variable names for the loading report.
+
+    Layer indices fold into ranges ("layer_{0..11}"), siblings into braces
+    ("query/{kernel,bias}", then "self/{query,key,value}/{kernel,bias}"); at most `limit`
+    entries are shown.
+    """
+    folded: dict[str, list[int]] = {}
     for name in names:
         numbers = [int(m) for m in re.findall(r"(?<=layer_)\d+|(?<=layer\.)\d+", name)]
         key = re.sub(r"(?<=layer_)\d+|(?<=layer\.)\d+", "#", name)
-        patterns.setdefault(key, []).extend(numbers)
-    shown = []
-    for key, numbers in patterns.items():
+        folded.setdefault(key, []).extend(numbers)
+    patterns = []
+    for key, numbers in folded.items():
         if numbers:
             lo, hi = min(numbers), max(numbers)
             key = key.replace("#", str(lo) if lo == hi else f"{{{lo}..{hi}}}")
-        shown.append(key)
+        patterns.append(key)
+    # Two rounds of sibling folding: leaves first, then parents that share the same leaves.
+    # Entries are (head, tail, separator): TF1 names use "/", Hugging Face names ".".
+    entries = [(p, "", "/" if "/" in p else ".") for p in patterns]
+    for _ in range(2):
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for head, tail, sep in entries:
+            if not head:  # nothing left to fold ("global_step")
+                groups.setdefault(("", tail, sep), []).append("")
+                continue
+            parent, _, last = head.rpartition(sep)
+            groups.setdefault((parent, tail, sep), []).append(last)
+        entries = []
+        for (parent, tail, sep), lasts in groups.items():
+            if lasts == [""]:
+                entries.append(("", tail, sep))
+                continue
+            middle = lasts[0] if len(lasts) == 1 else "{" + ",".join(lasts) + "}"
+            entries.append((parent, middle + (sep + tail if tail else ""), sep))
+    shown = [head + sep + tail if head else tail for head, tail, sep in entries]
     text = ", ".join(shown[:limit])
     if len(shown) > limit:
         text += f", … (+{len(shown) - limit} more)"

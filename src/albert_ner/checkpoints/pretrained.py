@@ -24,9 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +59,23 @@ class LoadReport:
     new: str = "the tagging head and CRF (classifier/*, crf/*)"
 
     def __str__(self) -> str:
-        lines = [
-            f"init checkpoint {self.source} (layout {self.layout}):",
-            f"  loaded {len(self.loaded)} encoder variables: {layouts.abbreviate(self.loaded, 10)}",
-        ]
+        lines = [f"init checkpoint {self.source} (layout {self.layout}):"]
+        lines += textwrap.wrap(
+            f"loaded {len(self.loaded)} encoder variables: {layouts.abbreviate(self.loaded, 10)}",
+            width=108, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False,
+        )
         total = sum(len(v) for v in self.ignored.values())
         lines.append(f"  ignored {total} variables:" + ("" if total else " none"))
         for category, names in self.ignored.items():
-            lines.append(f"    {len(names)} {category}: {layouts.abbreviate(names, 4)}")
-        lines.append(f"  newly initialised: {self.new} only; the encoder is fully covered")
+            if category == "optimizer slots":  # one per weight: list the slot kinds only
+                kinds = collections.Counter("*/" + re.split(r"[/.]", n)[-1] for n in names)
+                listing = ", ".join(f"{kind} ({count})" for kind, count in kinds.items())
+            else:
+                listing = layouts.abbreviate(names, 4)
+            lines += textwrap.wrap(f"{len(names)} {category}: {listing}", width=108,
+                                   initial_indent="    ", subsequent_indent="      ",
+                                   break_on_hyphens=False)
+        lines.append(f"  newly initialised: {self.new} only")
         return "\n".join(lines)
 
 
@@ -101,24 +111,27 @@ class Pretrained:
         targets = layouts.encoder_variables(encoder)
         shapes = self.reader.shapes
         names = layouts.checkpoint_names(self.layout, targets, shapes)
-        problems, plan = [], []
+        # Shape mismatches first: they say the most about a wrong layout or config (a 312-wide
+        # LayerNorm where 128 is expected is brightmart/albert_zh issue 137).
+        mismatched, missing, plan = [], [], []
         for slot, variable in targets.items():
             name, transpose = names[slot]
             expected = tuple(int(d) for d in variable.shape)
             if name not in shapes:
-                problems.append(
+                missing.append(
                     f"encoder variable {name} (shape {expected}) is missing from {self.source}"
                 )
                 continue
             found = shapes[name][::-1] if transpose else shapes[name]
             if tuple(found) != expected:
                 what = " (transposed from a [out, in] Linear weight)" if transpose else ""
-                problems.append(
+                mismatched.append(
                     f"checkpoint variable {name} has shape {tuple(found)}{what} but the "
                     f"{self.config.model_type} encoder (layout {self.layout}) expects {expected}"
                 )
                 continue
             plan.append((variable, name, transpose))
+        problems = mismatched + missing
         used = {name for name, _ in names.values()}
         prefix = layouts.hf_prefix(shapes)
         for name in shapes:

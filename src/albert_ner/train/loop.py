@@ -14,9 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 from albert_ner.data.readers import read_corpus
 from albert_ner.data.schemes import TagSet
 from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_json
+from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
 
 DEFAULT_LR_SCRATCH = 1e-3  # a transformer trained from random init
 DEFAULT_LR_PRETRAINED = 5e-5  # fine-tuning pretrained weights
@@ -306,44 +304,17 @@ class Trainer:
         return evaluate(predictor, self.dev)
 
     # ------------------------------------------------------------------ checkpoints
-    def _state_path(self) -> Path:
-        return self.checkpoint_dir / "state.json"
+    def _optimizers(self) -> dict:
+        optimizers = {"main": self.optimizer}
+        if self.crf_optimizer is not None:
+            optimizers["crf"] = self.crf_optimizer
+        return optimizers
 
     def save_checkpoint(self, state: dict) -> None:
-        """Model + optimizer variables + loop state, replaced atomically as one directory."""
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_dir / "tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_weights(self.model, tmp / "model.npz")
-        optimizers = {"main": self.optimizer}
-        if self.crf_optimizer is not None:
-            optimizers["crf"] = self.crf_optimizer
-        for name, opt in optimizers.items():
-            np.savez(tmp / f"optimizer_{name}.npz", *[np.asarray(v.numpy()) for v in opt.variables])
-        write_json(tmp / "state.json", state)
-        final = self.checkpoint_dir / "latest"
-        old = self.checkpoint_dir / "old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        save_checkpoint(self.checkpoint_dir, self.model, self._optimizers(), state)
 
     def restore_checkpoint(self) -> dict | None:
-        latest = self.checkpoint_dir / "latest"
-        if not (latest / "state.json").exists():
-            return None
-        state = json.loads((latest / "state.json").read_text(encoding="utf-8"))
-        load_weights(self.model, latest / "model.npz")
-        optimizers = {"main": self.optimizer}
-        if self.crf_optimizer is not None:
-            optimizers["crf"] = self.crf_optimizer
-        for name, opt in optimizers.items():
-            with np.load(latest / f"optimizer_{name}.npz") as data:
-                for i, var in enumerate(opt.variables):
-                    var.assign(data[f"arr_{i}"])
-        return state
+        return restore_checkpoint(self.checkpoint_dir, self.model, self._optimizers())
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
