@@ -173,9 +173,10 @@ class Pretrained:
         for (variable, _, _), value in zip(plan, values):
             variable.assign(value.astype(variable.dtype))
         loaded = [name for _, name, _ in plan]
+        loaded_set = set(loaded)
         ignored: dict[str, list[str]] = {}
         for name in self.reader.shapes:
-            if name not in set(loaded):
+            if name not in loaded_set:
                 ignored.setdefault(layouts.ignored_category(name) or "other (not encoder)", []).append(name)
         report = LoadReport(self.source, self.layout, loaded, ignored)
         if verbose:
