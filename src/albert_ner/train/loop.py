@@ -263,10 +263,19 @@ class Trainer:
         if strategy.num_replicas_in_sync == 1:
             self._train_step = tf.function(step_fn, input_signature=spec)
         else:
+            replicas = strategy.num_replicas_in_sync
 
-            @tf.function
-            def distributed_step(per_replica_ids, per_replica_tags, global_batch):
-                losses = strategy.run(step_fn, args=(per_replica_ids, per_replica_tags, global_batch))
+            def replica_fn(input_ids, tag_ids, global_batch):
+                # Every worker passes the same whole batch; replica r trains on rows r, r+n, ...
+                r = tf.distribute.get_replica_context().replica_id_in_sync_group
+                return step_fn(input_ids[r::replicas], tag_ids[r::replicas], global_batch)
+
+            # A fixed signature means one trace: per-batch shapes would retrace every step, and
+            # under MultiWorkerMirroredStrategy workers tracing at different steps build their
+            # collectives in different orders.
+            @tf.function(input_signature=spec)
+            def distributed_step(input_ids, tag_ids, global_batch):
+                losses = strategy.run(replica_fn, args=(input_ids, tag_ids, global_batch))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
             self._train_step = distributed_step
@@ -279,19 +288,12 @@ class Trainer:
     def _run_step(self, batch_indices: list[int]) -> float:
         from albert_ner.train.batching import pad_batch
 
+        # Every worker computed the same batch list and passes the whole batch; with several
+        # replicas, replica r takes every r-th sentence inside the step (_build_functions).
         replicas = self.strategy.num_replicas_in_sync
-        if replicas == 1:
-            ids, tags = pad_batch([self.features[i] for i in batch_indices])
-            return float(self._train_step(ids, tags, np.int32(len(batch_indices))))
-        # Every worker computed the same batch list; replica r takes every r-th sentence.
-        shards = [batch_indices[r::replicas] or batch_indices[:1] for r in range(replicas)]
-        padded = [pad_batch([self.features[i] for i in shard]) for shard in shards]
-
-        def value_fn(ctx):
-            return padded[ctx.replica_id_in_sync_group]
-
-        ids = self.strategy.experimental_distribute_values_from_function(lambda ctx: value_fn(ctx)[0])
-        tags = self.strategy.experimental_distribute_values_from_function(lambda ctx: value_fn(ctx)[1])
+        if len(batch_indices) < replicas:  # a tiny last batch: give every replica a sentence
+            batch_indices = (batch_indices * replicas)[:replicas]
+        ids, tags = pad_batch([self.features[i] for i in batch_indices])
         return float(self._train_step(ids, tags, np.int32(len(batch_indices))))
 
     # ------------------------------------------------------------------ evaluation
