@@ -1,5 +1,5 @@
 # One command to run the workshop's main job, one to install and pass the tests.
-#   make workshop   set up .venv, then train → evaluate → predict on an embedded default
+#   make workshop   set up .venv, then run notebooks 01-05 with papermill (executed copies + HTML handout)
 #   make test       set up .venv (with test extras), then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,8 +21,11 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Runs notebooks 01-05 in order with papermill on a CPU-sized default and writes the executed
+# notebooks and an HTML handout under $(RUN_DIR) (AWS calls go to a local moto server).
 workshop: install
-	MSRA_DIR=$(MSRA_DIR) $(PY) -m albert_ner.quickstart --run-dir $(RUN_DIR)
+	$(PY) -m pip install --quiet -e ".[workshop]"
+	MSRA_DIR=$(MSRA_DIR) $(PY) -m albert_ner.workshop.papermill_runner --run-dir $(RUN_DIR)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
