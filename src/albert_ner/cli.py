@@ -69,6 +69,8 @@ def _add_train_parser(sub) -> None:
     r.add_argument("--checkpoint-dir", help="where checkpoints go (default OUTPUT_DIR/checkpoints)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     r.add_argument("--no-export", dest="export", action="store_false", help="skip the SavedModel export at the end")
+    r.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                   help="allow non-deterministic TF kernels (reruns and resumes are then not bit-identical)")
 
 
 def _cmd_train(args) -> int:

@@ -62,6 +62,9 @@ class TrainArgs:
     checkpoint_dir: str | None = None
     max_train_sentences: int | None = None
     export: bool = True
+    # Bit-identical reruns and resumes (TF op determinism). Some GPU kernels have no
+    # deterministic version; --no-deterministic trades reproducibility for them.
+    deterministic: bool = True
 
     def __post_init__(self):
         if self.max_seq_length < 3:
@@ -121,7 +124,8 @@ class Trainer:
         self.is_chief = getattr(self.strategy, "is_chief", True)
 
         keras.utils.set_random_seed(args.seed)
-        tf.config.experimental.enable_op_determinism()
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
         _set_precision(args.precision)
 
         train = read_corpus(args.train_file, format=args.data_format, scheme=args.source_scheme)
