@@ -195,17 +195,29 @@ def test_brightmart_checkpoint_prefix_is_accepted(tmp_path):
     assert pretrained.vocab_file == directory / "vocab.txt"
 
 
+def write_google_tf1_dir(directory, model, albert: bool, ckpt_name: str, config_name: str, config: dict) -> dict:
+    """Writes a Google-layout TF1 vendor directory from an HF model's weights (+ pretraining extras).
+
+    Returns the encoder tensors (everything but the pooler), which the load must consume.
+    """
+    directory.mkdir()
+    tensors = factory.hf_state_to_google_tf1(model.state_dict(), albert=albert)
+    encoder_tensors = {k: v for k, v in tensors.items() if not k.startswith("bert/pooler")}
+    extras = factory.pretraining_extras(encoder_tensors, H, V, E if albert else H)
+    factory.write_tf1_checkpoint(directory / ckpt_name, {**tensors, **extras})
+    factory.write_json(directory / config_name, config)
+    factory.write_vocab(directory / "vocab.txt", V)
+    return encoder_tensors
+
+
 def test_google_albert_tf1_matches_transformers(tmp_path):
     model = hf_albert("gelu_new")  # TF1 "gelu" is the tanh form = HF "gelu_new"
     # brightmart's google-layout zips also call it albert_model.ckpt: detection must use names.
     directory = tmp_path / "albert_tiny_zh_google"
-    directory.mkdir()
-    tensors = factory.hf_state_to_google_tf1(model.state_dict(), albert=True)
-    encoder_tensors = {k: v for k, v in tensors.items() if not k.startswith("bert/pooler")}
-    extras = factory.pretraining_extras(encoder_tensors, H, V, E)
-    factory.write_tf1_checkpoint(directory / "albert_model.ckpt", {**tensors, **extras})
-    factory.write_json(directory / "albert_config_tiny_g.json", dict(TF1_JSON, num_hidden_groups=1, inner_group_num=1))
-    factory.write_vocab(directory / "vocab.txt", V)
+    encoder_tensors = write_google_tf1_dir(
+        directory, model, True, "albert_model.ckpt", "albert_config_tiny_g.json",
+        dict(TF1_JSON, num_hidden_groups=1, inner_group_num=1),
+    )
 
     out, pretrained, report = encoder_output(directory)
     assert pretrained.layout == "google-albert" and pretrained.config.embedding_layout == "google"
@@ -216,14 +228,11 @@ def test_google_albert_tf1_matches_transformers(tmp_path):
 def test_google_bert_tf1_matches_transformers(tmp_path):
     model = hf_bert("gelu_new")
     directory = tmp_path / "chinese_L-2_H-48_A-4"
-    directory.mkdir()
-    tensors = factory.hf_state_to_google_tf1(model.state_dict(), albert=False)
-    encoder_tensors = {k: v for k, v in tensors.items() if not k.startswith("bert/pooler")}
-    extras = factory.pretraining_extras(encoder_tensors, H, V, H)
-    factory.write_tf1_checkpoint(directory / "bert_model.ckpt", {**tensors, **extras})
     bert_json = {k: v for k, v in TF1_JSON.items() if k != "embedding_size"}
-    factory.write_json(directory / "bert_config.json", dict(bert_json, num_hidden_layers=2))
-    factory.write_vocab(directory / "vocab.txt", V)
+    encoder_tensors = write_google_tf1_dir(
+        directory, model, False, "bert_model.ckpt", "bert_config.json",
+        dict(bert_json, num_hidden_layers=2),
+    )
 
     out, pretrained, report = encoder_output(directory)
     assert pretrained.layout == "google-bert" and pretrained.config.model_type == "bert"

@@ -139,7 +139,7 @@ def _cmd_data(args) -> int:
             f"scheme {corpus.scheme or 'spans'}, types {', '.join(corpus.types) or '(none)'}"
         )
         if corpus.repairs:
-            print(f"warning: {corpus.repairs} repaired tag sequence(s), e.g. " + "; ".join(corpus.repair_samples[:5]))
+            print(f"warning: {corpus.repair_message()}")
             return 1 if args.strict else 0
     elif args.data_command == "convert":
         from albert_ner.data.writers import write_conll, write_jsonl

@@ -232,9 +232,9 @@ class Trainer:
 
     @staticmethod
     def _report_repairs(corpus) -> None:
-        if corpus.repairs:
-            samples = "; ".join(corpus.repair_samples[:3])
-            log(f"warning: {corpus.path}: repaired {corpus.repairs} invalid tag sequence(s), e.g. {samples}")
+        message = corpus.repair_message()
+        if message:
+            log(f"warning: {message}")
 
     # ------------------------------------------------------------------ graph functions
     def _build_functions(self) -> None:
