@@ -45,6 +45,7 @@ def test_text_signature_equals_python_tokenizer_path(trained_model, saved_model)
         char_ids=tf.constant(char_ids), lengths=tf.constant(lengths)
     )
     np.testing.assert_array_equal(out["tag_ids"].numpy(), by_ids["tag_ids"].numpy())
+    np.testing.assert_array_equal(out["entity_scores"].numpy(), by_ids["entity_scores"].numpy())
     tags = out["tags"].numpy()
     labels = json.loads((trained_model / "labels.json").read_text())["tags"]
     assert tags[0, 0].decode() in labels
@@ -77,8 +78,9 @@ def test_predict_cli_writes_json_lines_with_exact_offsets(trained_model, tmp_pat
     found = 0
     for r in records:
         for e in r["entities"]:
-            assert set(e) == {"type", "start", "end", "text"}
+            assert list(e) == ["type", "start", "end", "text", "score"]
             assert r["text"][e["start"] : e["end"]] == e["text"]
+            assert 0.0 <= e["score"] <= 1.0 and e["score"] == round(e["score"], 4)
             found += 1
     assert found > 0
 
@@ -122,3 +124,36 @@ def test_export_command_rebuilds_the_same_predictions(trained_model, tmp_path):
 def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["predict", "--model-dir", str(tmp_path / "nothing"), "--input", "/dev/null"]) == 2
     assert "not a complete model directory" in capsys.readouterr().err
+
+
+def test_scores_match_the_keras_tagger_and_old_tag_functions_still_work(trained_model):
+    """The SavedModel's scores are the tagger's; a tag_fn returning only tags gives score None."""
+    from albert_ner.model.crf import continuation_matrix
+    from albert_ner.model.tagger import Tagger
+    from albert_ner.model_dir import load_weights
+
+    model_dir = ModelDir(trained_model)
+    tagset, tokenizer = model_dir.load_tagset(), model_dir.load_tokenizer()
+    tagger = Tagger(
+        model_dir.encoder_config(), num_tags=len(tagset.tags), cls_id=tokenizer.vocab.cls_id,
+        sep_id=tokenizer.vocab.sep_id, **model_dir.tagger_options(),
+    )
+    tagger.set_allowed_transitions(*tagset.allowed_transitions())
+    tagger.build_variables()
+    load_weights(tagger, model_dir.weights)
+    window = model_dir.load_model_config()["max_seq_length"] - 2
+    grammar = continuation_matrix(tagset.tags, tagset.scheme)
+
+    def keras_fn(ids, lengths):
+        tags, scores = tagger.predict_tags_and_scores(ids, lengths, window, max(1, window // 2), *grammar)
+        return tags.numpy(), scores.numpy()
+
+    saved = Predictor.from_model_dir(trained_model).predict(TEXTS)
+    keras = Predictor(keras_fn, tokenizer, tagset).predict(TEXTS)
+    assert [x.entities for x in saved] == [y.entities for y in keras]
+    for a, b in zip(saved, keras):
+        np.testing.assert_allclose([e.score for e in a.entities], [e.score for e in b.entities], rtol=1e-5, atol=1e-6)
+    assert any(e.score > 0.5 for x in saved for e in x.entities)
+    old_style = Predictor(lambda ids, lengths: keras_fn(ids, lengths)[0], tokenizer, tagset).predict(TEXTS)
+    assert [x.entities for x in old_style] == [y.entities for y in saved]
+    assert all(e.score is None for x in old_style for e in x.entities)

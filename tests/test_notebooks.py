@@ -1,6 +1,6 @@
 """The workshop notebooks, executed in order with papermill on small parameters.
 
-One module-scoped run executes 01 → 05 in a shared workspace (a few hundred MSRA sentences
+One module-scoped run executes 01 → 06 in a shared workspace (a few hundred MSRA sentences
 from $MSRA_DIR when present, generated data otherwise; the `micro` model; tens of steps),
 with fake AWS credentials and account id planted in the environment; AWS calls go to a local
 moto server that the notebooks start themselves (aws_endpoint="moto"). The tests then check
@@ -95,8 +95,12 @@ def test_01_staged_data_channels_and_figures(workshop):
     assert setup["data"]["source"] == ("msra" if msra_available() else "synthetic")
     assert (Path(setup["channels"]["training"]) / "train.txt").exists()
     assert (Path(setup["channels"]["validation"]) / "dev.txt").exists()
-    for figure in ("01_entity_counts.png", "01_sentence_lengths.png"):
+    for figure in ("01_entity_counts.png", "01_sentence_lengths.png", "01_mlm_curve.png"):
         assert (ws / "figures" / figure).stat().st_size > 1000
+    # Domain-adaptive pretraining wrote an encoder directory that `train --init-checkpoint` takes.
+    from albert_ner.checkpoints import resolve_pretrained
+
+    assert resolve_pretrained(setup["domain_encoder"]).layout == "albert-ner"
     text = outputs_text(workshop["executed"]["01_setup_and_data.ipynb"].output)
     assert "s3://" in text  # the moto upload ran
 
@@ -134,6 +138,27 @@ def test_02_shows_curve_throughput_and_predictions(workshop):
     assert "<mark" in text  # highlighted predictions
 
 
+def test_03_04_local_runs_use_real_local_mode_when_docker_answers(workshop):
+    """With Docker (`make test` starts it and builds the image), 03 trains through SageMaker
+    SDK v3 local mode and serves a local endpoint, and 04 runs script mode locally; without,
+    both say they used the process runner."""
+    from albert_ner.workshop.jobs import local_mode_unavailable_reason
+
+    byoc = outputs_text(workshop["executed"]["03_byoc.ipynb"].output)
+    byos = outputs_text(workshop["executed"]["04_byos.ipynb"].output)
+    reason = local_mode_unavailable_reason()
+    if reason is None:
+        assert "local runs use: SageMaker local mode (docker compose)" in byoc
+        assert "runner: SageMaker SDK v3 local mode (docker compose, image" in byoc
+        assert "local endpoint ready in" in byoc and "→" in byoc
+        assert "runner: SageMaker SDK v3 local mode (image" in byos
+    else:
+        print(f"notebooks 03/04 used the process runner: {reason}")
+        assert f"runner: process runner ({reason})" in byoc
+        assert "skipped: the local endpoint needs SageMaker local mode" in byoc
+        assert f"runner: process runner ({reason})" in byos
+
+
 def test_05_builds_figures_and_tables_from_the_runs(workshop):
     ws = workshop["workspace"]
     for figure in ("05_eval_f_curves.png", "05_entity_f1_curves.png"):
@@ -151,6 +176,34 @@ def test_05_builds_figures_and_tables_from_the_runs(workshop):
     assert len(images) >= 2
     assert "largest eval_f difference at the same step: 0.00e+00" in outputs_text(
         workshop["executed"]["05_results_analysis.ipynb"].output)
+
+
+def test_06_serves_deploys_and_transforms(workshop):
+    ws = workshop["workspace"]
+    results = json.loads((ws / "deploy" / "06_results.json").read_text(encoding="utf-8"))
+    assert results["run"] == "02_notebook"
+    # The local load test: every good request answered right, every bad one refused with a 4xx.
+    load = results["load_test"]["batching on"]
+    assert load["requests"] == workshop["params"]["load_requests"]
+    assert load["errors_5xx"] == 0 and load["malformed_not_4xx"] == 0 and load["wrong_answers"] == 0
+    assert load["requests_per_s"] > 0
+    assert (ws / "figures" / "06_load_test.png").stat().st_size > 1000
+    # Local batch transform: one joined output line per input line, the bad record as an error line.
+    batch = results["batch_local"]
+    out = [json.loads(line) for line in Path(batch["output"]).read_text(encoding="utf-8").splitlines()]
+    assert len(out) == batch["records"] and batch["error_records"] == 1
+    assert all("SageMakerOutput" in line for line in out)
+    # The TF Serving handlers, the two endpoints and the batch job all answer what the server does.
+    assert results["tfs_matches_server"] is True
+    assert results["endpoint_matches_local"] is True and results["tfs_endpoint_matches_local"] is True
+    assert results["batch_job"] == {"status": "Completed", "lines": batch["records"], "matches_local": True}
+    requests = results["sagemaker_requests"]
+    for operation, count in (("CreateModel", 2), ("CreateEndpointConfig", 2), ("CreateEndpoint", 2),
+                             ("InvokeEndpoint", 2), ("CreateTransformJob", 1), ("DeleteEndpoint", 2),
+                             ("DeleteEndpointConfig", 2), ("DeleteModel", 2)):
+        assert requests.count(operation) == count, (operation, requests)
+    text = outputs_text(workshop["executed"]["06_deploy_and_batch_inference.ipynb"].output)
+    assert "score" in text and "local server exit status: 0" in text
 
 
 def test_no_secret_in_any_output(workshop):

@@ -1,8 +1,9 @@
 """The SageMaker inference server over real HTTP: /ping, /invocations in every format, errors.
 
-One server (a thread in this process) serves the session's micro model; answers must equal
-`Predictor.predict` on the same texts, with exact character offsets. One more test runs
-`container/serve` as the container would (environment only, SIGTERM to stop).
+One server (uvicorn in a thread of this process, on a free loopback port) serves the session's
+micro model; answers must equal `Predictor.predict` on the same texts, with exact character
+offsets. One more test runs `container/serve` as the container would (environment only,
+SIGTERM to stop). Bad input, batch transform and batching: tests/test_server_*.py.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from serving_helpers import ThreadServer, error_of, expected, lines_of, request
 
+from albert_ner.data.example import Example
 from albert_ner.predict import Predictor
-from albert_ner.serving.http_app import SUPPORTED_CONTENT_TYPES, create_server
+from albert_ner.serving.batcher import DynamicBatcher
+from albert_ner.serving.loadtest import free_port
+from albert_ner.serving.requests import SUPPORTED_CONTENT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -33,54 +35,23 @@ TEXTS = [
     "北京" * 70,  # several windows of the micro model
     "é ü 😀 \u3000 〇",
 ]
-MAX_PAYLOAD_MB = "0.01"  # ~10 KB: room for the requests below, easy to exceed on purpose
-
-
-def request(url, body=None, content_type=None, accept=None, method=None):
-    """(status, headers, body bytes) — error statuses included, never raised."""
-    headers = {}
-    if content_type:
-        headers["Content-Type"] = content_type
-    if accept:
-        headers["Accept"] = accept
-    req = urllib.request.Request(url, data=body, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read()
-
-
-def start(model_dir):
-    server = create_server(model_dir, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+MAX_PAYLOAD_BYTES = 10_000  # room for the requests below, easy to exceed on purpose
 
 
 @pytest.fixture(scope="module")
 def served(trained_model):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", MAX_PAYLOAD_MB)
-        server, url = start(trained_model)
-    assert server.model.wait(timeout=60), server.model.error
+    server = ThreadServer(trained_model, max_payload_bytes=MAX_PAYLOAD_BYTES)
+    assert server.wait_loaded(), server.batcher.error
     # An independent Predictor: what the server answers must equal what the library predicts.
-    yield url, Predictor.from_model_dir(trained_model)
-    server.shutdown()
-    server.server_close()
-
-
-def expected(predictor, texts):
-    return [
-        {"text": ex.text, "entities": [e.to_json(ex.text) for e in ex.entities]}
-        for ex in predictor.predict(texts)
-    ]
+    yield server.url, Predictor.from_model_dir(trained_model)
+    server.stop()
 
 
 def check_offsets(records, texts):
     assert [r["text"] for r in records] == texts
     for r in records:
         for e in r["entities"]:
-            assert set(e) == {"type", "start", "end", "text"}
+            assert {"type", "start", "end", "text"} <= set(e)
             assert r["text"][e["start"] : e["end"]] == e["text"] != ""
 
 
@@ -136,23 +107,13 @@ def test_text_lines_and_json_lines_answer_json_lines(served):
     assert json.loads(out)["predictions"] == want
 
 
-def error_of(status_body):
-    status, headers, body = status_body
-    assert headers["Content-Type"] == "application/json"
-    message = json.loads(body)["error"]
-    assert "Traceback" not in message
-    return status, message
-
-
 def test_errors_name_the_problem(served):
     url = served[0] + "/invocations"
     status, message = error_of(request(url, b'{"texts": [', "application/json"))
     assert status == 400 and "not valid JSON" in message
     status, message = error_of(request(url, b'{"texts": ["ok", 3]}', "application/json"))
     assert status == 400 and "texts[1]" in message
-    status, message = error_of(request(url, b'"a"\n{oops\n', "application/jsonlines"))
-    assert status == 400 and "line 2" in message
-    status, message = error_of(request(url, b"\xff\xfe", "text/plain"))
+    status, message = error_of(request(url, b'{"text": "\xff\xfe"}', "application/json"))
     assert status == 400 and "UTF-8" in message
     status, message = error_of(request(url, b"<x/>", "application/xml"))
     assert status == 415 and SUPPORTED_CONTENT_TYPES in message and "application/xml" in message
@@ -164,31 +125,51 @@ def test_errors_name_the_problem(served):
     assert status == 404
 
 
-def test_missing_model_pings_503_and_errors_stay_server_side(tmp_path):
-    server, url = start(tmp_path / "no-model")
+def test_a_bad_line_gets_an_error_line_in_its_place(served):
+    """Line formats answer every line: one bad record does not fail its neighbours."""
+    url, predictor = served
+    status, _, out = request(url + "/invocations", b'"a"\n{oops\n"b"\n', "application/jsonlines")
+    assert status == 200
+    records = lines_of(out)
+    assert records[0] == expected(predictor, ["a"])[0] and records[2] == expected(predictor, ["b"])[0]
+    assert set(records[1]) == {"error"} and "line 2" in records[1]["error"] and "JSON" in records[1]["error"]
+    status, _, out = request(url + "/invocations", b"ok\n\xff\xfe\n", "text/plain")
+    assert status == 200
+    records = lines_of(out)
+    assert records[0]["text"] == "ok" and "line 2" in records[1]["error"] and "UTF-8" in records[1]["error"]
+
+
+def test_missing_model_pings_503_with_the_reason(tmp_path):
+    server = ThreadServer(tmp_path / "no-model")
     try:
-        assert not server.model.wait(timeout=60)
-        status, message = error_of(request(url + "/ping"))
+        assert not server.wait_loaded(timeout=60)
+        status, message = error_of(request(server.url + "/ping"))
         assert status == 503 and "no-model" in message and "missing" in message
-        status, message = error_of(request(url + "/invocations", b"a", "text/plain"))
+        status, message = error_of(request(server.url + "/invocations", b"a", "text/plain"))
         assert status == 503 and "no-model" in message
-
-        class Broken:
-            def predict(self, texts):
-                raise RuntimeError("secret internals")
-
-        server.model.predictor = Broken()  # an unexpected failure: 500, no details leak
-        status, message = error_of(request(url + "/invocations", b"a", "text/plain"))
-        assert status == 500 and "secret" not in message
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class BreaksOnBoom:
+    """A stand-in predictor that fails on one text, to see what the client gets."""
+
+    def predict(self, texts):
+        if "boom" in texts:
+            raise RuntimeError("secret internals")
+        return [Example(t, []) for t in texts]
+
+
+def test_an_unexpected_failure_is_a_500_without_details_and_the_server_goes_on(tmp_path):
+    server = ThreadServer(tmp_path, batcher=DynamicBatcher(BreaksOnBoom))
+    try:
+        assert server.wait_loaded()
+        status, message = error_of(request(server.url + "/invocations", b"boom", "text/plain"))
+        assert status == 500 and "secret" not in message and "log" in message
+        status, _, out = request(server.url + "/invocations", b"fine", "text/plain")
+        assert status == 200 and lines_of(out) == [{"text": "fine", "entities": []}]
+    finally:
+        server.stop()
 
 
 def test_container_serve_uses_the_sagemaker_environment(trained_model, tmp_path):
@@ -197,11 +178,14 @@ def test_container_serve_uses_the_sagemaker_environment(trained_model, tmp_path)
     port = free_port()
     env = dict(os.environ, SAGEMAKER_BASE_DIR=str(tmp_path), SAGEMAKER_BIND_TO_PORT=str(port),
                SAGEMAKER_BATCH="true", SAGEMAKER_BATCH_STRATEGY="SingleRecord")
-    child = subprocess.Popen([sys.executable, str(REPO / "container" / "serve")], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The log goes to a file: a pipe nobody reads fills up with /ping lines and stalls the server.
+    log_file = tmp_path / "serve.log"
+    with open(log_file, "w") as stderr:
+        child = subprocess.Popen([sys.executable, str(REPO / "container" / "serve")], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
+        deadline = time.time() + 180  # TensorFlow's import alone takes a minute on busy cores
         status = None
         while time.time() < deadline and child.poll() is None:
             try:
@@ -216,7 +200,7 @@ def test_container_serve_uses_the_sagemaker_environment(trained_model, tmp_path)
         assert status == 200 and json.loads(out)["text"] == TEXTS[0]
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=30) == 0
-        log = child.stderr.read()
+        log = log_file.read_text()
         assert f":{port} (batch transform (SingleRecord)" in log
         assert '"POST /invocations" 200' in log and "Traceback" not in log
     finally:

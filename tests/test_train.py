@@ -121,3 +121,15 @@ def test_bad_training_file_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "bad.txt:2" in err and "Traceback" not in err
+
+
+def test_training_without_a_dev_set_still_leaves_a_model(synthetic_data, tmp_path):
+    """No dev file: the best model is the one with the lowest training loss (first eval saves)."""
+    out = tmp_path / "nodev"
+    argv = ["train", "--train-file", str(synthetic_data["train"]), "--output-dir", str(out),
+            "--model-config", "micro", "--batch-size", "16", "--max-seq-length", "40",
+            "--max-steps", "4", "--eval-every", "2", "--log-every", "2"]
+    assert main(argv) == 0
+    md = ModelDir(out)
+    assert md.weights.exists() and (md.saved_model / "saved_model.pb").exists()
+    assert json.loads(md.final_metrics.read_text())["best_step"] in (2, 4)

@@ -4,7 +4,8 @@
     1/                    SavedModel (signatures: raw strings in, char ids in)
     labels.json           tag scheme, entity types and tag list (TagSet.to_json)
     vocab.txt             the vocabulary the ids refer to
-    model_config.json     {"encoder": EncoderConfig fields, "head": ..., "max_seq_length": ...}
+    model_config.json     {"encoder": EncoderConfig fields, "head", "max_seq_length",
+                           "lstm_units", "bigram_buckets", "bigram_size", ...}
     weights.npz           the best weights (by dev entity F1), for evaluation and fine-tuning
     training_args.json    every option of the run, to reproduce it
     metrics.jsonl         one JSON object per evaluation; final_metrics.json: the last one
@@ -71,6 +72,20 @@ class ModelDir:
     def load_model_config(self) -> dict:
         self.require(self.config)
         return json.loads(self.config.read_text(encoding="utf-8"))
+
+    def tagger_options(self) -> dict:
+        """`Tagger` keyword arguments besides the encoder config and tag count.
+
+        Model directories written before the BiLSTM/bigram options lack those keys: 0 = off.
+        """
+        config = self.load_model_config()
+        return {
+            "head": config["head"],
+            "classifier_dropout": config.get("classifier_dropout", 0.1),
+            "lstm_units": config.get("lstm_units", 0),
+            "bigram_buckets": config.get("bigram_buckets", 0),
+            "bigram_size": config.get("bigram_size", 0),
+        }
 
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig.from_dict(self.load_model_config()["encoder"], source=str(self.config))

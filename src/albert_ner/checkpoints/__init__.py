@@ -6,7 +6,8 @@
   LAYOUTS, KNOWN_MODELS, CheckpointError
 
 Modules: `layouts` (detection and name mapping), `readers` (TF1 / safetensors / torch files),
-`pretrained` (resolution and loading), `download` (cache, resume, sha256, unpack).
+`pretrained` (resolution and loading), `download` (cache, resume, sha256, unpack), `native`
+(the encoder directory `albert-ner pretrain` writes, layout "albert-ner").
 """
 
 from albert_ner.checkpoints.download import KNOWN_MODELS, KnownModel, cache_root, fetch_model

@@ -13,6 +13,8 @@ Five layouts are known (see FACTS.md "Checkpoint layouts"):
   google-bert    Google BERT: `bert/encoder/layer_{i}/`, no factorisation.
   hf-albert      Hugging Face `AlbertModel` state dicts (`albert.` prefix optional).
   hf-bert        Hugging Face `BertModel` state dicts (`bert.` prefix optional).
+  albert-ner     our own encoder directory (`albert-ner pretrain` output, see `native`):
+                 weights stored under the slot names below, the full EncoderConfig beside.
 
 Everything is keyed by *slots*: our own names for the encoder's weights
 ("embeddings/norm/gamma", "block_0/query/kernel", ...). `encoder_variables` gives slot → Keras
@@ -26,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-LAYOUTS = ("brightmart", "google-albert", "google-bert", "hf-albert", "hf-bert")
+LAYOUTS = ("brightmart", "google-albert", "google-bert", "hf-albert", "hf-bert", "albert-ner")
 
 # EncoderConfig fields that the layout decides (the JSON files leave them implicit).
 LAYOUT_FIELDS = {
@@ -35,6 +37,7 @@ LAYOUT_FIELDS = {
     "google-bert": {"model_type": "bert", "embedding_layout": "google", "ln_type": "postln"},
     "hf-albert": {"model_type": "albert", "embedding_layout": "google", "ln_type": "postln"},
     "hf-bert": {"model_type": "bert", "embedding_layout": "google", "ln_type": "postln"},
+    "albert-ner": {},  # its encoder_config.json holds every field
 }
 
 # Sub-layers of a `TransformerBlock`, in the order the loading report lists them.
@@ -116,6 +119,51 @@ def encoder_variables(encoder) -> dict[str, object]:
     return slots
 
 
+def mlm_head_variables(head) -> dict[str, object]:
+    """Slot name -> Keras variable for a built `model.mlm.MaskedLMHead`."""
+    return {
+        "mlm/transform/kernel": head.transform.kernel,  # [H, H or E]
+        "mlm/transform/bias": head.transform.bias,
+        "mlm/norm/gamma": head.norm.gamma,
+        "mlm/norm/beta": head.norm.beta,
+        "mlm/output_bias": head.output_bias,  # [V]
+    }
+
+
+def mlm_head_names(layout: str, names: Iterable[str] = ()) -> dict[str, tuple[str, bool]]:
+    """Slot -> (checkpoint name, transpose) of the vendor's pretraining MLM head.
+
+    TF1 checkpoints (brightmart, Google) keep it under `cls/predictions/`, Hugging Face under
+    `predictions.` (ALBERT) or `cls.predictions.` (BERT); the decoder matrix itself is tied
+    to the word embeddings everywhere, so only transform, LayerNorm and bias are stored.
+    """
+    if layout == "albert-ner":
+        return {slot: (slot, False) for slot in ("mlm/transform/kernel", "mlm/transform/bias",
+                                                  "mlm/norm/gamma", "mlm/norm/beta", "mlm/output_bias")}
+    if layout.startswith("hf-"):
+        names = list(names)
+        if layout == "hf-albert":
+            scope, bias = "predictions.", "predictions.bias"
+            transform, norm = scope + "dense.", scope + "LayerNorm."
+        else:
+            scope, bias = "cls.predictions.", "cls.predictions.bias"
+            transform, norm = scope + "transform.dense.", scope + "transform.LayerNorm."
+        return {
+            "mlm/transform/kernel": (transform + "weight", True),
+            "mlm/transform/bias": (transform + "bias", False),
+            "mlm/norm/gamma": (norm + "weight", False),
+            "mlm/norm/beta": (norm + "bias", False),
+            "mlm/output_bias": (bias, False),
+        }
+    return {
+        "mlm/transform/kernel": ("cls/predictions/transform/dense/kernel", False),
+        "mlm/transform/bias": ("cls/predictions/transform/dense/bias", False),
+        "mlm/norm/gamma": ("cls/predictions/transform/LayerNorm/gamma", False),
+        "mlm/norm/beta": ("cls/predictions/transform/LayerNorm/beta", False),
+        "mlm/output_bias": ("cls/predictions/output_bias", False),
+    }
+
+
 def hf_prefix(names: Iterable[str]) -> str:
     """The prefix before `embeddings.word_embeddings.weight` ("albert.", "bert." or "")."""
     for name in names:
@@ -137,6 +185,8 @@ def checkpoint_names(layout: str, slots: Iterable[str], names: Iterable[str] = (
     if layout not in LAYOUTS:
         raise ValueError(f"checkpoint layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     result = {}
+    if layout == "albert-ner":
+        return {slot: (slot, False) for slot in slots}
     if layout.startswith("hf-"):
         prefix = hf_prefix(names)
         for slot in slots:
@@ -195,6 +245,8 @@ def detect_layout(shapes: Mapping[str, tuple]) -> str | None:
       shapes: variable name -> shape, as the reader lists them.
     """
     names = list(shapes)
+    if "embeddings/word_embeddings" in shapes:
+        return "albert-ner"
     if any("." in n and "/" not in n for n in names if n.endswith(".weight")):
         if any(".albert_layer_groups." in n for n in names):
             return "hf-albert"
@@ -213,7 +265,7 @@ def detect_layout(shapes: Mapping[str, tuple]) -> str | None:
 # Variables a pretraining checkpoint carries that fine-tuning does not use, by category.
 _IGNORED = (
     ("optimizer slots", re.compile(r".*/(adam_[mv]|lamb_[mv]|Adam(_1)?|Momentum)$")),
-    ("pretraining heads", re.compile(r"^(cls/|predictions\.|sop_classifier\.|cls\.|"
+    ("pretraining heads", re.compile(r"^(mlm/|cls/|predictions\.|sop_classifier\.|cls\.|"
                                      r"(albert|bert)\.(predictions|sop_classifier)\.)")),
     ("pooler", re.compile(r"^(bert/pooler/|((albert|bert)\.)?pooler[./])")),
     ("training state", re.compile(r"^(global_step|good_steps|loss_scale|current_loss_scale)$")),
@@ -231,6 +283,8 @@ def ignored_category(name: str) -> str | None:
 
 def in_encoder_scope(layout: str, name: str, prefix: str = "") -> bool:
     """True when a variable belongs to the encoder (so leaving it unused is an error)."""
+    if layout == "albert-ner":
+        return name.startswith("embeddings/") or name.startswith("block_")
     if layout.startswith("hf-"):
         return name.startswith(prefix + "embeddings.") or name.startswith(prefix + "encoder.")
     return name.startswith("bert/embeddings/") or name.startswith("bert/encoder/")

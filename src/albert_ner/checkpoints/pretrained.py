@@ -7,7 +7,12 @@ SPEC may be
     (`bert_model.ckpt.*`, `bert_config.json`, `vocab.txt`), Hugging Face (`config.json` +
     `model.safetensors` / `model.safetensors.index.json` / `pytorch_model.bin`, `vocab.txt`);
     an unpacked archive with a single top-level folder is entered automatically;
-  * a known model name (`download.KNOWN_MODELS`), fetched into the download cache.
+  * a known model name (`download.KNOWN_MODELS`), fetched into the download cache;
+  * a directory written by `albert-ner pretrain` (`native`: encoder_config.json,
+    encoder_weights.npz, vocab.txt);
+  * an archive of any of these (`.tar.gz`, `.tgz`, `.tar`, `.zip`), or a directory holding just
+    one, such as a SageMaker channel that delivers a pretraining job's `model.tar.gz`:
+    unpacked once into the download cache.
 
 The layout is detected from the variable names (file names lie: brightmart's
 `albert_tiny_zh_google.zip` also holds an `albert_model.ckpt`), and it fixes the config
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import re
 import textwrap
@@ -33,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from albert_ner.checkpoints import layouts
+from albert_ner.checkpoints import layouts, native
 from albert_ner.checkpoints.readers import (
     CheckpointError,
     SafetensorsReader,
@@ -43,6 +49,7 @@ from albert_ner.checkpoints.readers import (
 from albert_ner.model.config import EncoderConfig
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 # Vendor config names in order of preference when a directory holds several.
 _TF1_CONFIG_PATTERNS = ("albert_config.json", "bert_config.json", "albert_config*.json",
                         "bert_config*.json", "config.json")
@@ -151,13 +158,15 @@ class Pretrained:
             raise CheckpointError(problems[0] + more + hint)
         return plan
 
-    def load_into(self, encoder, verbose: bool = True) -> LoadReport:
+    def load_into(self, encoder, verbose: bool = True, new: str | None = None) -> LoadReport:
         """Copies the checkpoint into `encoder`, all or nothing, and reports what happened.
 
         Args:
           encoder: an `Encoder` built from `self.config` (or a config of the same shapes);
             built here on a dummy batch if its variables do not exist yet.
           verbose: print the loading report.
+          new: what the caller initialises itself, for the report (default: the tagging
+            head and CRF).
         Returns:
           the LoadReport.
         """
@@ -179,9 +188,40 @@ class Pretrained:
             if name not in loaded_set:
                 ignored.setdefault(layouts.ignored_category(name) or "other (not encoder)", []).append(name)
         report = LoadReport(self.source, self.layout, loaded, ignored)
+        if new is not None:
+            report.new = new
         if verbose:
             print(report, flush=True)
         return report
+
+
+    def load_mlm_head(self, head) -> str:
+        """Copies the checkpoint's masked-LM head into `head` when it has a complete one.
+
+        Continued pretraining starts better from the vendor's own head than from a random
+        one. A checkpoint without a complete head (fine-tuning exports, partial dumps) or with
+        other shapes leaves `head` as initialised.
+
+        Args:
+          head: a built `model.mlm.MaskedLMHead`.
+        Returns:
+          one line for the log saying which happened.
+        """
+        targets = layouts.mlm_head_variables(head)
+        names = layouts.mlm_head_names(self.layout, self.reader.shapes)
+        plan = []
+        for slot, variable in targets.items():
+            name, transpose = names[slot]
+            shape = self.reader.shapes.get(name)
+            found = None if shape is None else tuple(shape[::-1] if transpose else shape)
+            if found != tuple(int(d) for d in variable.shape):
+                why = "missing" if shape is None else f"shape {found}, expected {tuple(variable.shape)}"
+                return f"masked-LM head: newly initialised ({name} {why} in {self.source})"
+            plan.append((variable, name, transpose))
+        values = [self.reader.get(name) for _, name, _ in plan]
+        for (variable, _, transpose), value in zip(plan, values):
+            variable.assign(np.ascontiguousarray(value.T if transpose else value).astype(variable.dtype))
+        return f"masked-LM head: loaded {len(plan)} variables ({layouts.abbreviate([n for _, n, _ in plan], 5)})"
 
 
 def resolve_pretrained(spec: str | Path, layout: str | None = None, cache_dir=None) -> Pretrained:
@@ -209,6 +249,7 @@ def resolve_pretrained(spec: str | Path, layout: str | None = None, cache_dir=No
                 f"--init-checkpoint {spec!r} is neither a checkpoint prefix, a directory, nor a "
                 f"known model name ({', '.join(download.KNOWN_MODELS)})"
             )
+    path = _unpacked_archive(path, cache_dir)
     reader, directory = _open_weights(path)
     detected = layouts.detect_layout(reader.shapes)
     chosen = layout or detected
@@ -227,11 +268,37 @@ def resolve_pretrained(spec: str | Path, layout: str | None = None, cache_dir=No
     return Pretrained(config, vocab_file, chosen, reader, detected_layout=detected)
 
 
+def _unpacked_archive(path: Path, cache_dir) -> Path:
+    """An archive (or a directory holding only one) → the directory it unpacks to; else `path`.
+
+    The unpacked copy lives in CACHE/unpacked/<name>-<key>, keyed by the archive's path, size
+    and modification time, so a second run reuses it.
+    """
+    from albert_ner.checkpoints import download
+
+    if path.is_dir():
+        entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+        if len(entries) == 1 and entries[0].is_file() and entries[0].name.endswith(ARCHIVE_SUFFIXES):
+            path = entries[0]
+    if not (path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)):
+        return path
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = download.cache_root(cache_dir) / "unpacked" / f"{path.name}-{key}"
+    if not (target / ".complete").exists():
+        download._unpack(path, target)
+    return target
+
+
 def _open_weights(path: Path):
     """(reader, directory holding config and vocab) for a prefix or a directory."""
     if not path.is_dir():
         return TF1Reader(path), path.parent
+    if native.is_encoder_dir(path):
+        return native.NpzReader(path / native.WEIGHTS_FILE), path
     directory = _enter_single_subdir(path)
+    if native.is_encoder_dir(directory):
+        return native.NpzReader(directory / native.WEIGHTS_FILE), directory
     for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():
             reader = (TorchBinReader if name.endswith(".bin") else SafetensorsReader)(directory / name)
@@ -272,7 +339,9 @@ def _find_tf1_prefix(directory: Path) -> Path:
 
 
 def _find_config(directory: Path, layout: str) -> Path:
-    if layout.startswith("hf-"):
+    if layout == "albert-ner":
+        candidates = [directory / native.CONFIG_FILE] if (directory / native.CONFIG_FILE).is_file() else []
+    elif layout.startswith("hf-"):
         candidates = [directory / "config.json"] if (directory / "config.json").is_file() else []
     else:
         candidates = []
@@ -281,9 +350,11 @@ def _find_config(directory: Path, layout: str) -> Path:
                 if file not in candidates:
                     candidates.append(file)
     if not candidates:
-        wanted = "config.json" if layout.startswith("hf-") else "albert_config*.json or bert_config.json"
+        wanted = {"albert-ner": native.CONFIG_FILE}.get(
+            layout, "config.json" if layout.startswith("hf-") else "albert_config*.json or bert_config.json")
         raise CheckpointError(f"no {wanted} next to the checkpoint in {directory}; the encoder config must come with the weights")
-    exact = [c for c in candidates if c.name in ("albert_config.json", "bert_config.json", "config.json")]
+    exact = [c for c in candidates
+             if c.name in ("albert_config.json", "bert_config.json", "config.json", native.CONFIG_FILE)]
     if len(candidates) > 1 and not exact:
         names = ", ".join(c.name for c in candidates)
         raise CheckpointError(f"{directory} holds several config files ({names}); keep only the one that belongs to the checkpoint")
@@ -295,13 +366,14 @@ def _build_config(config_file: Path, layout: str, reader) -> EncoderConfig:
         values = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_file}:{err.lineno}: not valid JSON ({err.msg})") from None
-    values = {k: v for k, v in values.items() if k not in ("model_type", "embedding_layout")}
+    if layout != "albert-ner":  # our own config states these; vendor JSONs leave them implicit
+        values = {k: v for k, v in values.items() if k not in ("model_type", "embedding_layout")}
     values.update(layouts.LAYOUT_FIELDS[layout])
     if layout.startswith("hf-"):
         # Hugging Face's "gelu" is the exact erf form ("gelu_new" is the tanh one).
         values["gelu_approximate"] = values.get("hidden_act", "gelu") != "gelu"
         values.setdefault("hidden_act", "gelu_new" if layout == "hf-albert" else "gelu")
-    else:
+    elif layout != "albert-ner":
         values["gelu_approximate"] = True  # TF1 code computes "gelu" with tanh
     values.setdefault("ln_type", "postln")
     rows = _embedding_rows(reader, layout)
@@ -319,7 +391,9 @@ def _build_config(config_file: Path, layout: str, reader) -> EncoderConfig:
 
 
 def _embedding_rows(reader, layout: str) -> int | None:
-    if layout.startswith("hf-"):
+    if layout == "albert-ner":
+        name = "embeddings/word_embeddings"
+    elif layout.startswith("hf-"):
         name = layouts.hf_prefix(reader.shapes) + "embeddings.word_embeddings.weight"
     else:
         name = "bert/embeddings/word_embeddings"

@@ -12,16 +12,26 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, order=True)
 class Entity:
-    """A typed span of characters: `text[start:end]` (end exclusive)."""
+    """A typed span of characters: `text[start:end]` (end exclusive).
+
+    `score` is the model's probability of exactly this span and type (predictions only; see
+    `model.crf`). It takes no part in equality, hashing or ordering, so a predicted entity
+    equals the gold entity with the same span and type.
+    """
 
     start: int
     end: int
     type: str
+    score: float | None = field(default=None, compare=False)
 
     def to_json(self, text: str | None = None) -> dict:
+        """{"type", "start", "end"}, then "text" when `text` is given and "score" (rounded to
+        4 decimals) when set."""
         out = {"type": self.type, "start": self.start, "end": self.end}
         if text is not None:
             out["text"] = text[self.start : self.end]
+        if self.score is not None:
+            out["score"] = round(float(self.score), 4)
         return out
 
 

@@ -1,33 +1,47 @@
-"""Corpus readers: CoNLL character-per-line files and JSON-lines span files become `Example`s.
+"""Corpus readers: every supported file becomes a `Corpus` of `Example`s with entity spans.
 
-Supported inputs:
+Supported inputs (`read_corpus` tells them apart by content):
   * CoNLL (`read_conll`): `CHAR<TAB>TAG` (or `CHAR TAG`) per line, blank lines between
     sentences, in the bio, bioes or bmes scheme (auto-detected per file).
-  * JSON lines (`read_jsonl`), one sentence per line, format detected per file:
-      cluener      {"text", "label": {TYPE: {MENTION: [[start, end_inclusive], ...]}}}
-      entities     {"text", "entities": [{"start", "end" (exclusive), "type" | "label"}]}
-      groundtruth  SageMaker Ground Truth NER output manifest: {"source", ATTR: {"annotations":
-                   {"entities": [{"label", "startOffset", "endOffset" (exclusive)}]}}, ...}
+  * JSON (`read_json`): JSON lines, a JSON array of records or concatenated (pretty-printed)
+    objects (see `json_shapes`), the record shape detected per file:
+      cluener       {"text", "label": {TYPE: {MENTION: [[start, end_inclusive], ...]}}}
+      entities      {"text", "entities": [{"start", "end" (exclusive), "type" | "label"}]}
+      doccano       {"text", "label" | "labels": [[start, end_exclusive, "TYPE"], ...]}, or
+                    {"text", "entities": [{"start_offset", "end_offset", "label"}]}
+      label-studio  Label Studio JSON export tasks {"data": {"text"}, "annotations": [...]}
+                    (latest non-cancelled annotation) or JSON-MIN {"text", "label": [{...}]}
+      groundtruth   SageMaker Ground Truth NER output manifest: {"source", ATTR: {"annotations":
+                    {"entities": [{"label", "startOffset", "endOffset" (exclusive)}]}}, ...}
+  * brat standoff (`read_brat`): NAME.txt + NAME.ann, or a directory of such pairs.
 
-Every problem raises `DataError` naming file and line. Invalid but recoverable tag sequences
-(I- without B-, ...) are repaired, counted in `Corpus.repairs` and sampled for a warning.
+Every problem raises `DataError` naming file and line. What is recoverable is repaired and
+counted for one warning (`Corpus.repair_message`): invalid tag transitions (I- without B-,
+...), overlapping spans (flat tags hold one entity per character; `overlaps.py` keeps one by
+the chosen rule), and what a tool exported that is not an entity (brat relations, Label
+Studio tasks nobody labelled, ...).
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import brat, label_studio
+from .doccano import doccano_spans
 from .errors import DataError
 from .example import Entity, Example
+from .json_shapes import ACCEPTED_FORMATS, ACCEPTED_RECORDS, first_value_is_json, iter_records
+from .overlaps import OverlapResolver, check_rule
 from .schemes import SCHEMES, check_tag, decode_with_issues, detect_scheme
+from .spans import check_mention, is_int, make_entity
 
 # How many repair locations a Corpus keeps for its warning message.
 MAX_REPAIR_SAMPLES = 5
-JSONL_EXTENSIONS = (".json", ".jsonl", ".manifest")
-JSONL_FORMATS = ("cluener", "entities", "groundtruth")
+CORPUS_FORMATS = ("auto", "conll", "json", "jsonl", "brat")  # "jsonl" = "json" (any JSON layout)
+JSON_FORMATS = ("cluener", "entities", "doccano", "label-studio", "groundtruth")
 
 
 @dataclass
@@ -36,11 +50,17 @@ class Corpus:
 
     Attributes:
       examples: the sentences, in file order.
-      path: the file read.
-      format: "conll", "cluener", "entities" or "groundtruth".
-      scheme: the tag scheme of a CoNLL source ("bio", "bioes", "bmes"); None for JSON.
+      path: the file (or brat directory) read.
+      format: "conll", "brat" or one of JSON_FORMATS.
+      scheme: the tag scheme of a CoNLL source ("bio", "bioes", "bmes"); None for spans.
       repairs: number of invalid tag transitions that lenient decoding repaired.
       repair_samples: the first few repairs as "FILE:LINE: description".
+      overlaps: the overlap rule used ("outer", "first", "error").
+      dropped: entity type -> spans of that type dropped because they overlapped another.
+      dropped_samples: the first few drops as "FILE:LINE: description".
+      skipped: what the file holds that is deliberately not read as an entity
+        (description -> count), e.g. brat relation lines or discontinuous spans.
+      skipped_samples: locations of the first few skipped items worth looking at.
     """
 
     examples: list[Example]
@@ -49,6 +69,11 @@ class Corpus:
     scheme: str | None = None
     repairs: int = 0
     repair_samples: list[str] = field(default_factory=list)
+    overlaps: str = "outer"
+    dropped: dict[str, int] = field(default_factory=dict)
+    dropped_samples: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_samples: list[str] = field(default_factory=list)
 
     @property
     def types(self) -> list[str]:
@@ -58,41 +83,103 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.examples)
 
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
     def repair_message(self) -> str | None:
-        """A one-paragraph warning about repaired tags, or None when nothing was repaired.
+        """One warning paragraph about everything repaired, dropped or skipped; None if nothing.
 
         Returns:
           e.g. "train.txt: repaired 3 invalid tag transitions (e.g. train.txt:88: I-LOC
-          without B-LOC)".
+          without B-LOC)", or "train.json: dropped 2 overlapping spans (company 2); kept the
+          outermost (longest) span of each overlap (--overlaps outer) (e.g. ...)".
         """
-        if not self.repairs:
+        parts = []
+        if self.repairs:
+            samples = "; ".join(self.repair_samples)
+            parts.append(f"repaired {self.repairs} invalid tag transitions (e.g. {samples})")
+        resolver = OverlapResolver(self.overlaps, Counter(self.dropped), self.dropped_samples)
+        if resolver.total:
+            parts.append(resolver.message())
+        if self.skipped:
+            items = ", ".join(f"{n} {what}" for what, n in self.skipped.items())
+            where = f" (e.g. {'; '.join(self.skipped_samples)})" if self.skipped_samples else ""
+            parts.append(f"left out {items}{where}")
+        if not parts:
             return None
-        samples = "; ".join(self.repair_samples)
-        return f"{self.path}: repaired {self.repairs} invalid tag transitions (e.g. {samples})"
+        return f"{self.path}: " + "; ".join(parts)
 
 
-def read_corpus(path: str | os.PathLike, format: str = "auto", scheme: str = "auto") -> Corpus:
+def read_corpus(
+    path: str | os.PathLike, format: str = "auto", scheme: str = "auto", overlaps: str = "outer"
+) -> Corpus:
     """Read a corpus file in whichever supported format it is.
 
     Args:
-      path: the file.
-      format: "auto" (by extension .json/.jsonl/.manifest, else by whether the first
-        non-blank character is "{"), "conll" or "jsonl".
-      scheme: tag scheme for CoNLL files ("auto", "bio", "bioes", "bmes"); ignored for JSON.
+      path: the file (for brat: NAME.txt, NAME.ann or a directory of pairs).
+      format: "auto" (brat when .ann files are there; JSON when the content starts with a
+        JSON object or array, CoNLL otherwise; see `_sniff_format`), "conll", "json" (any JSON layout
+        and record shape; "jsonl" is the same) or "brat".
+      scheme: tag scheme for CoNLL files ("auto", "bio", "bioes", "bmes"); ignored otherwise.
+      overlaps: what to do with overlapping spans in span formats: "outer" (keep the
+        longest), "first" (keep the first listed) or "error".
 
     Returns:
       The Corpus.
 
     Raises:
-      DataError: the file is malformed; ValueError: unknown `format`.
+      DataError: the file is malformed; ValueError: unknown `format` or `overlaps`.
     """
+    check_rule(overlaps)
+    if format not in CORPUS_FORMATS:
+        raise ValueError(
+            f"unknown corpus format {format!r}; expected one of {', '.join(CORPUS_FORMATS)}"
+        )
     if format == "auto":
-        format = "jsonl" if _looks_like_jsonl(path) else "conll"
+        if brat.is_brat(path):
+            format = "brat"
+        elif Path(path).is_dir():
+            raise DataError(path, None, f"a directory holds no corpus unless it has brat .ann files; {ACCEPTED_FORMATS}")
+        else:
+            format = _sniff_format(_read_text(os.fspath(path)))
+            if format == "conll":
+                return _read_conll_detected(path, scheme)
     if format == "conll":
         return read_conll(path, scheme=scheme)
-    if format == "jsonl":
-        return read_jsonl(path)
-    raise ValueError(f"unknown corpus format {format!r}; expected 'auto', 'conll' or 'jsonl'")
+    if format == "brat":
+        return read_brat(path, overlaps=overlaps)
+    return read_json(path, overlaps=overlaps)
+
+
+def _sniff_format(text: str) -> str:
+    """"json" or "conll" for a file's content (never by its name).
+
+    JSON when the content starts with a complete JSON object or array; also when it starts
+    with "{" or "[" but the first line is not a two-column CoNLL line, so that broken JSON
+    is reported as JSON (with its line and column) rather than as a CoNLL misfit.
+    """
+    if first_value_is_json(text):
+        return "json"
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if first.lstrip()[:1] in ("{", "[") and len(first.rstrip().split("\t" if "\t" in first else None)) != 2:
+        return "json"
+    return "conll"
+
+
+def _read_conll_detected(path: str | os.PathLike, scheme: str) -> Corpus:
+    """read_conll for a file detected as CoNLL; a first-line misfit lists every accepted format."""
+    try:
+        return read_conll(path, scheme=scheme)
+    except DataError as err:
+        text = _read_text(os.fspath(path))
+        first = next((i for i, line in enumerate(text.split("\n"), 1) if line.strip()), None)
+        if err.line == first and err.message.startswith("expected"):
+            raise DataError(
+                err.path, err.line, f"{err.message} (read as CoNLL: the file does not start with "
+                f"a JSON object or array); {ACCEPTED_FORMATS}"
+            ) from None
+        raise
 
 
 def read_conll(path: str | os.PathLike, scheme: str = "auto") -> Corpus:
@@ -142,42 +229,76 @@ def read_conll(path: str | os.PathLike, scheme: str = "auto") -> Corpus:
     return Corpus(examples, name, "conll", scheme, repairs, samples)
 
 
-def read_jsonl(path: str | os.PathLike) -> Corpus:
-    """Read a JSON-lines file of sentences with entity spans (format detected per file).
+def read_json(path: str | os.PathLike, overlaps: str = "outer") -> Corpus:
+    """Read a JSON file of sentences with entity spans (layout and record shape detected).
 
     Args:
-      path: the file; blank lines are skipped, a line without annotations is a sentence
-        without entities.
+      path: JSON lines, a JSON array of records, or concatenated objects; a record without
+        annotations is a sentence without entities.
+      overlaps: "outer", "first" or "error" (see `overlaps.py`).
 
     Returns:
-      The Corpus, `format` being "cluener", "entities" or "groundtruth".
+      The Corpus, `format` being one of JSON_FORMATS.
 
     Raises:
-      DataError: invalid JSON, a line in a different format from the rest of the file,
-        offsets out of range, a CLUENER mention not matching its text, overlapping entities.
+      DataError: invalid JSON, a record in a different shape from the rest of the file,
+        offsets out of range, a mention not matching its text, overlaps under "error".
     """
     name = os.fspath(path)
+    resolver = OverlapResolver(overlaps)
+    skipped: Counter = Counter()
     examples: list[Example] = []
     file_format: str | None = None
-    for lineno, raw in enumerate(_read_text(name).split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise DataError(name, lineno, f"invalid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(name, lineno, f"expected a JSON object, got {type(obj).__name__}")
-        kind = _jsonl_kind(obj, name, lineno)
+    for lineno, obj in iter_records(name, _read_text(name)):
+        kind = _record_kind(obj, name, lineno)
         if kind is not None:
             if file_format is None:
                 file_format = kind
             elif kind != file_format:
                 raise DataError(
-                    name, lineno, f"line is in {kind} format but earlier lines are {file_format}"
+                    name, lineno, f"the record on this line is in {kind} format but earlier lines are {file_format}"
                 )
-        examples.append(_parse_json_line(obj, kind or file_format, name, lineno))
-    return Corpus(examples, name, file_format or "entities")
+        parsed = _parse_record(obj, kind, name, lineno, skipped)
+        if parsed is None:
+            continue
+        text, spans = parsed
+        entities = resolver.resolve(spans, text, name, lineno)
+        examples.append(Example(text, entities, f"{name}:{lineno}"))
+    return Corpus(
+        examples, name, file_format or "entities", overlaps=overlaps,
+        dropped=dict(resolver.dropped), dropped_samples=resolver.samples, skipped=dict(skipped),
+    )
+
+
+read_jsonl = read_json  # the earlier name, kept for callers
+
+
+def read_brat(path: str | os.PathLike, overlaps: str = "outer") -> Corpus:
+    """Read brat standoff annotations (see `brat.py`): NAME.txt/NAME.ann or a directory of pairs.
+
+    Args:
+      path: the .txt, the .ann or the directory.
+      overlaps: "outer", "first" or "error".
+
+    Returns:
+      The Corpus (format "brat"), one example per non-blank text line.
+
+    Raises:
+      DataError: a missing partner file, a malformed .ann line, wrong offsets.
+    """
+    resolver = OverlapResolver(overlaps)
+    skipped: Counter = Counter()
+    samples: list[str] = []
+    examples: list[Example] = []
+    for txt, ann in brat.brat_pairs(path):
+        examples += brat.read_brat_document(
+            os.fspath(txt), _read_text(os.fspath(txt)), os.fspath(ann), _read_text(os.fspath(ann)),
+            resolver, skipped, samples, MAX_REPAIR_SAMPLES,
+        )
+    return Corpus(
+        examples, os.fspath(path), "brat", overlaps=overlaps, dropped=dict(resolver.dropped),
+        dropped_samples=resolver.samples, skipped=dict(skipped), skipped_samples=samples,
+    )
 
 
 # --- CoNLL helpers -------------------------------------------------------------------------
@@ -221,39 +342,60 @@ def _conll_sentences(name: str, text: str) -> list[list[tuple[str, str, int]]]:
     return sentences
 
 
-# --- JSON-lines helpers --------------------------------------------------------------------
+# --- JSON record helpers ------------------------------------------------------------------
 
 
-def _jsonl_kind(obj: dict, name: str, lineno: int) -> str | None:
-    """Which JSON-lines format a line is in; None if it has text but no annotations at all."""
+def _record_kind(obj: dict, name: str, lineno: int) -> str | None:
+    """Which record shape `obj` is in; None for a text without any annotation key."""
+    if label_studio.is_task(obj):
+        return "label-studio"
     if "text" in obj:
         if "entities" in obj:
-            return "entities"
-        if "label" in obj:
-            return "cluener"
+            items = obj["entities"]
+            doccano = isinstance(items, list) and any(
+                isinstance(i, dict) and "start_offset" in i for i in items
+            )
+            return "doccano" if doccano else "entities"
+        for key in ("label", "labels"):
+            if key in obj:
+                value = obj[key]
+                if isinstance(value, dict):
+                    return "cluener"
+                if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                    return "label-studio"
+                return "doccano"
         return None
     if "source" in obj:
         return "groundtruth"
     raise DataError(
-        name, lineno, "expected a 'text' key (CLUENER / entities) or 'source' (Ground Truth)"
+        name, lineno,
+        f"expected a 'text' key (CLUENER, entities, doccano), 'data' (Label Studio) or 'source' "
+        f"(Ground Truth), got keys {sorted(obj)[:8]}; accepted record shapes: {ACCEPTED_RECORDS}",
     )
 
 
-def _parse_json_line(obj: dict, kind: str | None, name: str, lineno: int) -> Example:
-    """Turn one decoded JSON line into an Example, validating every span."""
-    text = obj.get("source" if kind == "groundtruth" else "text")
+def _parse_record(
+    obj: dict, kind: str | None, name: str, lineno: int, skipped: Counter
+) -> tuple[str, list[Entity]] | None:
+    """The text and spans (in listed order) of one record; None for a record to skip."""
+    if kind == "label-studio" and label_studio.is_task(obj):
+        return label_studio.task_spans(obj, name, lineno, skipped)
+    key = "source" if kind == "groundtruth" else "text"
+    text = obj.get(key)
     if not isinstance(text, str):
-        key = "source" if kind == "groundtruth" else "text"
         raise DataError(name, lineno, f"'{key}' must be a string, got {type(text).__name__}")
     if kind == "cluener":
-        spans = _cluener_spans(obj.get("label"), text, name, lineno)
-    elif kind == "entities":
-        spans = _entities_spans(obj.get("entities", []), text, name, lineno)
-    elif kind == "groundtruth":
-        spans = _groundtruth_spans(obj, name, lineno)
-    else:
-        spans = []
-    return Example(text, _checked_entities(spans, text, name, lineno), f"{name}:{lineno}")
+        return text, _cluener_spans(obj.get("label"), text, name, lineno)
+    if kind in ("entities", "doccano") and "entities" in obj:
+        return text, _entities_spans(obj["entities"], text, name, lineno)
+    if kind in ("doccano", "label-studio"):
+        items = obj.get("label", obj.get("labels", []))
+        if kind == "doccano":
+            return text, doccano_spans(items, text, name, lineno)
+        return text, label_studio.min_spans(items, text, name, lineno)
+    if kind == "groundtruth":
+        return text, _groundtruth_spans(obj, name, lineno)
+    return text, []
 
 
 def _cluener_spans(label: object, text: str, name: str, lineno: int) -> list[Entity]:
@@ -272,7 +414,7 @@ def _cluener_spans(label: object, text: str, name: str, lineno: int) -> list[Ent
             if not isinstance(positions, list):
                 raise DataError(name, lineno, f"positions of {mention!r} must be a list")
             for pos in positions:
-                if not (isinstance(pos, list) and len(pos) == 2 and all(_is_int(p) for p in pos)):
+                if not (isinstance(pos, list) and len(pos) == 2 and all(is_int(p) for p in pos)):
                     raise DataError(
                         name, lineno, f"position {pos!r} of {mention!r} is not [start, end]"
                     )
@@ -294,7 +436,8 @@ def _cluener_spans(label: object, text: str, name: str, lineno: int) -> list[Ent
 
 
 def _entities_spans(items: object, text: str, name: str, lineno: int) -> list[Entity]:
-    """The entities format: [{"start", "end" (exclusive), "type" or "label", optional "text"}]."""
+    """[{"start", "end" (exclusive), "type" | "label", optional "text"}]; doccano's relation-mode
+    export writes the offsets as "start_offset" / "end_offset"."""
     if not isinstance(items, list):
         raise DataError(name, lineno, "'entities' must be a list")
     spans = []
@@ -302,13 +445,11 @@ def _entities_spans(items: object, text: str, name: str, lineno: int) -> list[En
         if not isinstance(item, dict):
             raise DataError(name, lineno, f"entity {item!r} must be an object")
         type_ = item.get("type", item.get("label"))
-        ent = _make_entity(item.get("start"), item.get("end"), type_, text, name, lineno)
-        if "text" in item and item["text"] != text[ent.start : ent.end]:
-            raise DataError(
-                name, lineno,
-                f"entity text {item['text']!r} does not match text[{ent.start}:{ent.end}] = "
-                f"{text[ent.start : ent.end]!r} (end offsets are exclusive)",
-            )
+        start = item.get("start", item.get("start_offset"))
+        end = item.get("end", item.get("end_offset"))
+        ent = make_entity(start, end, type_, text, name, lineno)
+        if "text" in item:
+            check_mention(ent, item["text"], text, name, lineno, "(end offsets are exclusive)")
         spans.append(ent)
     return spans
 
@@ -336,46 +477,8 @@ def _groundtruth_spans(obj: dict, name: str, lineno: int) -> list[Entity]:
         if not isinstance(item, dict):
             raise DataError(name, lineno, f"entity {item!r} must be an object")
         start, end = item.get("startOffset"), item.get("endOffset")
-        spans.append(_make_entity(start, end, item.get("label"), text, name, lineno))
+        spans.append(make_entity(start, end, item.get("label"), text, name, lineno))
     return spans
-
-
-def _make_entity(
-    start: object, end: object, type_: object, text: str, name: str, lineno: int
-) -> Entity:
-    """An Entity from raw JSON values, checking types and that 0 <= start < end <= len(text)."""
-    if not (_is_int(start) and _is_int(end)):
-        raise DataError(
-            name, lineno, f"entity offsets must be integers, got start={start!r} end={end!r}"
-        )
-    if not isinstance(type_, str) or not type_:
-        raise DataError(name, lineno, f"entity [{start}, {end}) has no type/label")
-    if not 0 <= start < end <= len(text):
-        raise DataError(
-            name, lineno,
-            f"{type_} entity [{start}, {end}) is out of range for a text of length {len(text)}",
-        )
-    return Entity(start, end, type_)
-
-
-def _checked_entities(spans: list[Entity], text: str, name: str, lineno: int) -> list[Entity]:
-    """Sort, drop exact duplicates and refuse overlaps (the model tags each character once)."""
-    result: list[Entity] = []
-    for ent in sorted(set(spans)):
-        if result and ent.start < result[-1].end:
-            prev = result[-1]
-            raise DataError(
-                name, lineno,
-                f"overlapping entities {prev.type} {text[prev.start:prev.end]!r} "
-                f"[{prev.start}, {prev.end}) and {ent.type} {text[ent.start:ent.end]!r} "
-                f"[{ent.start}, {ent.end})",
-            )
-        result.append(ent)
-    return result
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- shared --------------------------------------------------------------------------------
@@ -401,22 +504,3 @@ def _read_text(name: str) -> str:
             f"file is not valid UTF-8: byte(s) {bad} at byte offset {err.start}; "
             "re-encode it as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 IN > OUT`",
         ) from None
-
-
-def _looks_like_jsonl(path: str | os.PathLike) -> bool:
-    """True for .json/.jsonl/.manifest files, or when the first non-blank line is a JSON object.
-
-    Parsing the line (rather than testing for a leading "{") keeps a CoNLL file whose first
-    character happens to be "{" from being mistaken for JSON.
-    """
-    if os.fspath(path).lower().endswith(JSONL_EXTENSIONS):
-        return True
-    with open(path, "rb") as handle:
-        for raw in handle:
-            line = raw.strip().removeprefix(b"\xef\xbb\xbf")
-            if line:
-                try:
-                    return isinstance(json.loads(line), dict)
-                except (ValueError, UnicodeDecodeError):
-                    return False
-    return False

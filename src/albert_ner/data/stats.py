@@ -7,7 +7,7 @@ given length would have to split into windows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -16,7 +16,9 @@ from .example import Example
 PERCENTILES = (50, 90, 95, 99)
 
 
-def corpus_stats(examples: Sequence[Example], max_seq_length: int = 128) -> dict:
+def corpus_stats(
+    examples: Sequence[Example], max_seq_length: int = 128, dropped: Mapping[str, int] | None = None
+) -> dict:
     """Count sentences, characters, entities and summarise sentence lengths.
 
     Args:
@@ -24,11 +26,13 @@ def corpus_stats(examples: Sequence[Example], max_seq_length: int = 128) -> dict
       max_seq_length: sentences with more characters than this are counted in
         "longer_than_max_seq_length" (the raw character count; the [CLS]/[SEP] positions a
         model adds are not included).
+      dropped: entity type -> spans dropped as overlapping when the corpus was read
+        (`Corpus.dropped`); the entity counts are of the spans kept.
 
     Returns:
       A dict with keys: sentences, characters, entities (type -> count, sorted by type),
       total_entities, sentences_with_entities, length (min, mean, p50, p90, p95, p99, max),
-      max_seq_length, longer_than_max_seq_length.
+      max_seq_length, longer_than_max_seq_length, overlaps_dropped (type -> count, sorted).
     """
     lengths = np.array([len(ex.text) for ex in examples], dtype=np.int64)
     per_type = Counter(ent.type for ex in examples for ent in ex.entities)
@@ -49,6 +53,7 @@ def corpus_stats(examples: Sequence[Example], max_seq_length: int = 128) -> dict
         "length": length,
         "max_seq_length": max_seq_length,
         "longer_than_max_seq_length": int((lengths > max_seq_length).sum()),
+        "overlaps_dropped": dict(sorted((dropped or {}).items())),
     }
 
 
@@ -79,6 +84,11 @@ def format_stats(stats: dict, title: str | None = None) -> str:
     longer = stats["longer_than_max_seq_length"]
     share = f" ({100 * longer / n:.1f}%)" if n else ""
     rows.append((f"longer than {stats['max_seq_length']} chars", f"{longer:,}{share}"))
+    dropped = stats.get("overlaps_dropped") or {}
+    if dropped:
+        rows.append(("overlapping spans dropped", f"{sum(dropped.values()):,}"))
+        for type_, count in dropped.items():
+            rows.append((f"  {type_}", f"{count:,}"))
 
     label_width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)

@@ -5,7 +5,9 @@ vendor's config file loads unchanged. Three fields are ours, because the JSON fi
 implicit:
 
   model_type         "albert" (one transformer block shared by every layer, factorised
-                     embeddings) or "bert" (a block per layer, no factorisation).
+                     embeddings), "bert" (a block per layer, no factorisation) or "chars"
+                     (no transformer: a character embedding table of width hidden_size, for
+                     the classic BiLSTM-CRF; see `model.sequence`).
   embedding_layout   where ALBERT's E→H projection sits. "brightmart": right after the word
                      lookup, position/type embeddings and LayerNorm at H (albert_zh's own
                      checkpoints). "google": embeddings and LayerNorm at E, then the projection
@@ -53,6 +55,17 @@ PRESETS: dict[str, dict] = {
         "hidden_dropout_prob": 0.1,
         "attention_probs_dropout_prob": 0.1,
     },
+    # No transformer: 128-wide character embeddings for the classic (Bi)LSTM-CRF tagger.
+    "chars": {
+        "model_type": "chars",
+        "hidden_size": 128,
+        "embedding_size": None,
+        "num_hidden_layers": 0,
+        "num_attention_heads": 1,
+        "intermediate_size": 0,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    },
     # A very small ALBERT for tests and smoke runs (seconds per hundred steps on a CPU).
     "micro": {
         "model_type": "albert",
@@ -66,6 +79,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 
+MODEL_TYPES = ("albert", "bert", "chars")
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "tanh", "swish")
 
 
@@ -92,10 +106,12 @@ class EncoderConfig:
     gelu_approximate: bool = True
 
     def __post_init__(self):
-        if self.model_type not in ("albert", "bert"):
-            raise ValueError(f"model_type must be 'albert' or 'bert', got {self.model_type!r}")
-        if self.model_type == "bert" or self.embedding_size in (None, self.hidden_size):
-            self.embedding_size = None if self.model_type == "bert" else self.embedding_size
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.model_type == "chars":
+            self.embedding_size, self.num_hidden_layers = None, 0
+        if self.model_type in ("bert", "chars") or self.embedding_size in (None, self.hidden_size):
+            self.embedding_size = None if self.model_type != "albert" else self.embedding_size
         if self.embedding_layout not in ("brightmart", "google"):
             raise ValueError(
                 f"embedding_layout must be 'brightmart' or 'google', got {self.embedding_layout!r}"
@@ -145,7 +161,7 @@ class EncoderConfig:
 
     @classmethod
     def resolve(cls, spec: str | Path, vocab_size: int | None = None) -> "EncoderConfig":
-        """A preset name (tiny, base, bert-base, micro) or a JSON file path → config."""
+        """A preset name (tiny, base, bert-base, chars, micro) or a JSON file path → config."""
         spec = str(spec)
         if spec in PRESETS:
             config = cls(**PRESETS[spec])

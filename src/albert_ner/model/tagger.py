@@ -1,4 +1,10 @@
-"""The tagger: encoder → dropout → per-tag scores → CRF (or softmax, the article's head).
+"""The tagger: encoder [+ bigrams] [→ BiLSTM] → dropout → per-tag scores → CRF (or softmax).
+
+The encoder is ALBERT/BERT (`model.encoder`) or, for the classic recipe, a plain character
+embedding table (`model.sequence.CharEmbeddingEncoder`). Two optional pieces add a locality
+bias (see `model.sequence`): hashed character-bigram embeddings concatenated to the encoder
+output, and a BiLSTM between encoder and classifier. So one class covers ALBERT-CRF (the
+article's model), ALBERT-BiLSTM-CRF and the no-transformer BiLSTM-CRF.
 
 Two input forms, one per job:
   * training windows — `input_ids` [batch, seq] already framed as `[CLS] chars [SEP] [PAD]…`,
@@ -24,6 +30,7 @@ import tensorflow as tf
 from albert_ner.model.config import EncoderConfig
 from albert_ner.model.crf import CRF
 from albert_ner.model.encoder import PAD_ID, Encoder
+from albert_ner.model.sequence import BigramEmbedding, BiLSTM, CharEmbeddingEncoder, sequence_lengths
 
 HEADS = ("crf", "softmax")
 
@@ -35,7 +42,18 @@ def window_weights(window: int) -> tf.Tensor:
 
 
 class Tagger(keras.Model):
-    """Encoder + token classifier + CRF/softmax head for one tag set."""
+    """Encoder (+ bigrams, + BiLSTM) + token classifier + CRF/softmax head for one tag set.
+
+    Args:
+      config: the encoder's config (model_type albert, bert or chars).
+      num_tags: size of the tag set.
+      head: "crf" or "softmax".
+      classifier_dropout: dropout on the features before the classifier (and the BiLSTM).
+      cls_id, sep_id: ids that frame every window.
+      lstm_units: units per direction of a BiLSTM over the encoder output; 0 = none.
+      bigram_buckets, bigram_size: hashed character-bigram embeddings (buckets × size)
+        concatenated to the encoder output; 0 = none.
+    """
 
     def __init__(
         self,
@@ -45,16 +63,29 @@ class Tagger(keras.Model):
         classifier_dropout: float = 0.1,
         cls_id: int = 101,
         sep_id: int = 102,
+        lstm_units: int = 0,
+        bigram_buckets: int = 0,
+        bigram_size: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if bool(bigram_buckets) != bool(bigram_size):
+            raise ValueError("bigram_buckets and bigram_size must both be set or both be 0")
         self.config = config
         self.num_tags = num_tags
         self.head = head
         self.cls_id, self.sep_id = cls_id, sep_id
-        self.encoder = Encoder(config, name="encoder")
+        if config.model_type == "chars":
+            self.encoder = CharEmbeddingEncoder(config, name="encoder")
+        else:
+            self.encoder = Encoder(config, name="encoder")
+        self.bigrams = (
+            BigramEmbedding(bigram_buckets, bigram_size, config.initializer_range, name="bigrams")
+            if bigram_buckets else None
+        )
+        self.lstm = BiLSTM(lstm_units, name="bilstm") if lstm_units else None
         self.dropout = keras.layers.Dropout(classifier_dropout)
         # float32 scores even under a mixed-precision policy: the CRF sums them over time.
         self.classifier = keras.layers.Dense(
@@ -87,6 +118,12 @@ class Tagger(keras.Model):
           the final slot are cut, so the scores line up with the characters).
         """
         hidden = self.encoder(input_ids, training=training)  # [batch, seq, hidden]
+        if self.bigrams is not None:
+            bigrams = tf.cast(self.bigrams(input_ids), hidden.dtype)  # [batch, seq, bigram_size]
+            hidden = tf.concat([hidden, bigrams], axis=-1)
+        if self.lstm is not None:
+            hidden = self.dropout(hidden, training=training)
+            hidden = self.lstm(hidden, sequence_lengths(input_ids))  # [batch, seq, 2 * units]
         hidden = self.dropout(hidden, training=training)
         return self.classifier(hidden)[:, 1:-1, :]
 
@@ -173,3 +210,29 @@ class Tagger(keras.Model):
         """Tag ids [batch, chars] for whole sentences (see `sentence_emissions`)."""
         emissions = self.sentence_emissions(char_ids, lengths, window, stride)
         return self.decode(emissions, lengths)
+
+    def predict_tags_and_scores(self, char_ids, lengths, window: int, stride: int, continues, is_entity):
+        """Tag ids and entity confidences for whole sentences, from one emissions pass.
+
+        Args:
+          char_ids, lengths, window, stride: as for `predict_tags`.
+          continues: bool [tags, tags], is_entity: bool [tags]: the tag scheme's grammar
+            (`model.crf.continuation_matrix(tagset.tags, tagset.scheme)`).
+        Returns:
+          (tag ids int32 [batch, chars], entity_scores float32 [batch, chars]): at the first
+          character of each decoded entity its probability, 0 elsewhere. CRF head: the
+          CRF's probability of that exact span and type (`CRF.entity_scores`). Softmax head:
+          the same event under the per-character softmax distributions (the CRF formula
+          with zero transitions), i.e. the product of the span's tag probabilities times
+          the probability that its neighbours do not continue it.
+        """
+        from albert_ner.model.crf import probabilities_at, span_log_probs
+
+        emissions = self.sentence_emissions(char_ids, lengths, window, stride)  # [batch, chars, tags]
+        tags = self.decode(emissions, lengths)
+        if self.crf is not None:
+            return tags, self.crf.entity_scores(emissions, tags, lengths, continues, is_entity)
+        k = self.num_tags
+        zeros = (tf.zeros([k, k]), tf.zeros([k]), tf.zeros([k]))
+        log_probs, begins = span_log_probs(emissions, tags, lengths, *zeros, continues, is_entity)
+        return tags, probabilities_at(log_probs, begins)

@@ -18,6 +18,11 @@ routes end in `job.run_job()`, which maps everything onto one `TrainArgs` with `
 here and calls the training loop. Hyperparameter names are the `albert-ner train` options
 with underscores; the 2020 article's own names (task_name, do_train, data_dir,
 train_batch_size, ...) work unchanged.
+
+Pretraining (`albert-ner pretrain`) runs through the same entrypoints: hyperparameter
+`task=pretrain`, or a `pretraining` channel of unlabelled text, makes `plan_pretraining()` map
+the job onto `PretrainArgs` (names = the `albert-ner pretrain` options with underscores) and
+the encoder directory is written to /opt/ml/model, ready for `train --init-checkpoint`.
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ ARTICLE_RENAMES = {
     "save_checkpoints_steps": "checkpoint_every",
 }
 # Job-level switches that are not TrainArgs fields.
-JOB_KEYS = {"task_name", "do_train", "do_eval", "do_predict", "data_dir"}
+JOB_KEYS = {"task_name", "do_train", "do_eval", "do_predict", "data_dir", "task"}
+# `task`: what the job does; "train" (a tagger) or "pretrain" (masked-LM pretraining).
+TASKS = ("train", "pretrain")
+PRETRAINING_CHANNEL = "pretraining"
 # Accepted and ignored: TPU/Estimator knobs of the original script, and what the platform
 # itself adds in script mode (`model_dir` is the S3 model location; we write SM_MODEL_DIR).
 IGNORED_KEYS = {"do_lower_case", "eval_batch_size", "predict_batch_size", "use_tpu",
@@ -230,8 +238,17 @@ def _train_fields() -> dict:
     return {f.name: str(f.type) for f in dataclasses.fields(TrainArgs)}
 
 
-def parse_hyperparameters(raw: dict) -> tuple[dict, dict, list[str]]:
+def _pretrain_fields() -> dict:
+    from albert_ner.pretrain.loop import PretrainArgs
+
+    # The text files come from the channels, not from a hyperparameter.
+    return {f.name: str(f.type) for f in dataclasses.fields(PretrainArgs) if f.name != "text_files"}
+
+
+def parse_hyperparameters(raw: dict, fields: dict | None = None) -> tuple[dict, dict, list[str]]:
     """Splits raw hyperparameters into typed TrainArgs values and job switches.
+
+    `fields` (name → type) replaces the TrainArgs fields, e.g. PretrainArgs' for pretraining.
 
     Returns:
       (train_values, job_values, notes): train_values keyed by TrainArgs field; job_values
@@ -239,7 +256,8 @@ def parse_hyperparameters(raw: dict) -> tuple[dict, dict, list[str]]:
     Raises:
       ContractError naming the first unknown or malformed key.
     """
-    fields = _train_fields()
+    command = "train" if fields is None else "pretrain"
+    fields = _train_fields() if fields is None else fields
     train, job, notes = {}, {}, []
     for key in sorted(raw):
         value = raw[key]
@@ -257,12 +275,14 @@ def parse_hyperparameters(raw: dict) -> tuple[dict, dict, list[str]]:
             hint = ""
             if key.replace("-", "_") in fields or key.replace("-", "_") in ARTICLE_RENAMES:
                 hint = f" (write it with underscores: {key.replace('-', '_')})"
-            raise ContractError(f"unknown hyperparameter {key!r}{hint}; names are the `albert-ner train` options with underscores")
+            raise ContractError(f"unknown hyperparameter {key!r}{hint}; names are the `albert-ner {command}` options with underscores")
         if field in train:
             raise ContractError(f"hyperparameter {key} sets {field}, which another key already set")
         train[field] = coerce(key, value, fields[field])
     if job.get("task_name") not in (None, "") and job["task_name"].lower() != "ner":
         raise ContractError(f"hyperparameter task_name: only 'ner' is supported, got {job['task_name']!r}")
+    if job.get("task") not in (None, "") and job["task"].lower() not in TASKS:
+        raise ContractError(f"hyperparameter task: expected one of {', '.join(TASKS)}, got {job['task']!r}")
     if job.get("do_train") is False:
         raise ContractError("hyperparameter do_train: false is not supported: this job trains a model")
     return train, job, notes
@@ -418,6 +438,78 @@ def plan_job(job: JobEnvironment) -> JobPlan:
     except ValueError as err:
         raise ContractError(f"hyperparameters: {err}") from None
     return JobPlan(args, test_file, notes)
+
+
+def job_task(job: JobEnvironment) -> str:
+    """"pretrain" or "train": the `task` hyperparameter, else whether a pretraining channel came.
+
+    A job given both a `pretraining` and a `training` channel must say which it is.
+    """
+    task = str(job.hyperparameters.get("task", "") or "").strip().lower()
+    if task:
+        if task not in TASKS:
+            raise ContractError(f"hyperparameter task: expected one of {', '.join(TASKS)}, got {task!r}")
+        return task
+    if PRETRAINING_CHANNEL in job.channels:
+        if "training" in job.channels:
+            raise ContractError(
+                "channels 'pretraining' and 'training' both given: set hyperparameter task to "
+                "'pretrain' (masked-LM pretraining) or 'train' (a tagger)"
+            )
+        return "pretrain"
+    return "train"
+
+
+@dataclasses.dataclass
+class PretrainPlan:
+    """What a pretraining job will do: its PretrainArgs and lines worth logging."""
+
+    args: object  # PretrainArgs
+    notes: list
+
+
+def plan_pretraining(job: JobEnvironment) -> PretrainPlan:
+    """Maps a pretraining job onto PretrainArgs: text from the `pretraining` channel (every
+    file in it), else the training file of the `training` channel (its text side)."""
+    from albert_ner.model.config import PRESETS
+    from albert_ner.pretrain.loop import PretrainArgs
+
+    if len(job.hosts) > 1:
+        raise ContractError(
+            f"pretraining runs on one instance, this job has {len(job.hosts)}: set instance_count to 1"
+        )
+    paths = job.paths
+    values, _, notes = parse_hyperparameters(job.hyperparameters, _pretrain_fields())
+    if PRETRAINING_CHANNEL in job.channels:
+        text_files = [str(job.channels[PRETRAINING_CHANNEL])]
+        if not _data_files(job.channels[PRETRAINING_CHANNEL]):
+            raise ContractError(f"channel pretraining ({job.channels[PRETRAINING_CHANNEL]}) holds no files")
+    elif "training" in job.channels:
+        # Only the training file: pretraining on the dev/test text would leak into evaluation.
+        train_file = find_data_file(job.channels["training"], TRAIN_NAMES, "train_file", single_file_ok=True)
+        if train_file is None:
+            raise ContractError(f"channel training ({job.channels['training']}): no train.* file to pretrain on")
+        text_files = [str(train_file)]
+        notes.append(f"no pretraining channel: pretraining on the text of {train_file}")
+    else:
+        found = ", ".join(job.channels) or "none"
+        raise ContractError(f"missing input channel 'pretraining' (channels given: {found})")
+
+    for key in PATH_FIELDS:
+        value = values.get(key)
+        if value and not (key == "model_config" and value in PRESETS):
+            values[key] = _resolve_path(key, value, paths, job.channels)
+    if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
+        notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")
+    values.pop("output_dir", None)
+    values.setdefault("checkpoint_dir", str(paths.checkpoints))
+    if "resume" not in values:
+        values["resume"] = has_checkpoint(Path(values["checkpoint_dir"]))
+    try:
+        args = PretrainArgs(text_files=text_files, output_dir=str(paths.model), **values)
+    except ValueError as err:
+        raise ContractError(f"hyperparameters: {err}") from None
+    return PretrainPlan(args, notes)
 
 
 # ---------------------------------------------------------------------------- multi-node

@@ -5,6 +5,9 @@ run from the /opt/ml tree, sets TF_CONFIG on multi-node jobs, trains (resuming f
 /opt/ml/checkpoints when a spot restart left a checkpoint there), copies metrics and the log to
 /opt/ml/output/data, and on ANY failure writes a one-line reason to /opt/ml/output/failure and
 returns non-zero.
+
+A pretraining job (hyperparameter `task=pretrain`, or a `pretraining` channel) takes the same
+route to `pretrain_job()`: masked-LM pretraining, the encoder directory in /opt/ml/model.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from albert_ner.sagemaker.contract import (
     ContractError,
     JobEnvironment,
     JobPaths,
+    job_task,
     plan_job,
+    plan_pretraining,
     tf_config_for,
 )
 
@@ -88,9 +93,45 @@ def _log(message: str) -> None:
     print(f"sagemaker: {message}", flush=True)
 
 
+def _make_pretrainer(args):
+    """A Pretrainer that keeps its metrics beside its checkpoint (as `_make_trainer` does)."""
+    from albert_ner.pretrain.loop import Pretrainer
+
+    class JobPretrainer(Pretrainer):
+        def save_checkpoint(self, state: dict) -> None:
+            keep = self.checkpoint_dir / MODEL_STATE_DIR
+            keep.mkdir(parents=True, exist_ok=True)
+            if self.metrics_path.exists():
+                _copy_atomic(self.metrics_path, keep / self.metrics_path.name)
+            super().save_checkpoint(state)
+
+    return JobPretrainer(args)
+
+
+def pretrain_job(job: JobEnvironment) -> dict:
+    """Plans and runs a pretraining job (one host); returns the final metrics."""
+    plan = plan_pretraining(job)
+    for note in plan.notes:
+        _log(note)
+    args = plan.args
+    _log(
+        f"pretraining on {', '.join(args.text_files)}; encoder dir {args.output_dir}; "
+        f"checkpoints {args.checkpoint_dir}{' (resuming)' if args.resume else ''}; {job.num_gpus} GPU(s)"
+    )
+    if args.resume:
+        _restore_model_state(args)
+    final = _make_pretrainer(args).run()
+    for name in ("metrics.jsonl", "final_metrics.json", "pretraining_args.json"):
+        if (Path(args.output_dir) / name).exists():
+            shutil.copyfile(Path(args.output_dir) / name, job.paths.output_data / name)
+    return final
+
+
 def train_job(job: JobEnvironment, environ=None) -> dict:
     """Plans and runs the training of one host; returns the final metrics (chief) or {}."""
     env = os.environ if environ is None else environ
+    if job_task(job) == "pretrain":
+        return pretrain_job(job)
     plan = plan_job(job)
     for note in plan.notes:
         _log(note)

@@ -12,7 +12,12 @@ Then it packs the chief's model/ into JOB_DIR/model.tar.gz and output/data/ into
 JOB_DIR/output.tar.gz, and reports each host's exit code and output/failure line.
 
 With instance_count > 1 every host is a process on 127.0.0.1 with its own free port, so the
-MultiWorkerMirroredStrategy path runs for real. A `checkpoint_dir` stands in for the S3
+MultiWorkerMirroredStrategy path runs for real.
+
+With `image=` the one host runs in that Docker image instead, exactly as SageMaker starts it:
+`docker run IMAGE train` with the host's input/, model/ and output/ (and checkpoints/)
+mounted under /opt/ml. (SageMaker SDK local mode does the same through docker compose; see
+albert_ner.workshop.jobs.) A `checkpoint_dir` stands in for the S3
 checkpoint location: each host's /opt/ml/checkpoints links to it, and it survives the job,
 as S3 does across spot interruptions.
 
@@ -102,6 +107,8 @@ class LocalJob:
         environment: dict | None = None,
         instance_type: str = "local",
         job_name: str = "albert-ner-local",
+        image: str | None = None,
+        docker_options: list[str] | None = None,
     ):
         """
         Args:
@@ -115,6 +122,8 @@ class LocalJob:
           train_command: BYOC command (default: python container/train train).
           checkpoint_dir: persistent stand-in for the S3 checkpoint location.
           environment: extra environment variables for every host.
+          image: BYOC only, one host: run `docker run IMAGE train` instead of a local process.
+          docker_options: extra `docker run` options with `image` (e.g. ["--cpus", "1"]).
         """
         if mode not in ("byoc", "byos"):
             raise ValueError(f"mode must be byoc or byos, got {mode!r}")
@@ -122,6 +131,9 @@ class LocalJob:
             raise ValueError("mode byos needs source_dir (see source_dir.stage_source_dir)")
         if instance_count < 1:
             raise ValueError("instance_count must be at least 1")
+        if image and (mode != "byoc" or instance_count != 1):
+            raise ValueError("image: one BYOC host only (several hosts: SageMaker local mode, "
+                             "albert_ner.workshop.jobs.run_local(docker=True))")
         self.job_dir = Path(job_dir).resolve()
         self.hyperparameters = stringify_hyperparameters(hyperparameters)
         self.channels = {name: Path(path).resolve() for name, path in channels.items()}
@@ -134,7 +146,10 @@ class LocalJob:
         self.environment = dict(environment or {})
         self.instance_type = instance_type
         self.job_name = job_name
+        self.image = image
+        self.docker_options = list(docker_options or [])
         self.processes: dict[str, subprocess.Popen] = {}
+        self.containers: dict[str, str] = {}  # host → container name (image mode)
 
     # ------------------------------------------------------------------ layout
     def host_root(self, host: str) -> Path:
@@ -160,7 +175,8 @@ class LocalJob:
             # One shared location per host, as SageMaker syncs each host's checkpoints to S3.
             shared = self.checkpoint_dir / host if len(self.hosts) > 1 else self.checkpoint_dir
             shared.mkdir(parents=True, exist_ok=True)
-            (root / "checkpoints").symlink_to(shared, target_is_directory=True)
+            if self.image is None:  # a container gets it mounted instead (a link would dangle)
+                (root / "checkpoints").symlink_to(shared, target_is_directory=True)
         if self.source_dir is not None:
             code = root / ("input/data/code" if self.mode == "byos" else "code")
             shutil.copytree(self.source_dir, code, dirs_exist_ok=True)
@@ -238,6 +254,9 @@ class LocalJob:
                 args += ["--model_dir", f"s3://local-runner/{self.job_name}/model"]
                 command = [sys.executable, self.entry_script, *args]
                 cwd = root / "input" / "data" / "code"
+            elif self.image is not None:
+                command = self._docker_command(host, root)
+                cwd = self.job_dir
             else:
                 command = self.train_command or default_train_command()
                 cwd = root / "code"
@@ -248,18 +267,43 @@ class LocalJob:
             log.close()  # the child holds its own descriptor
         return self
 
+    def _docker_command(self, host: str, root: Path) -> list[str]:
+        """`docker run IMAGE train` with the host's tree mounted where SageMaker mounts it.
+
+        Not the whole /opt/ml: the image's own /opt/ml/code (the entrypoints) must stay."""
+        name = f"{self.job_name}-{host}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self.containers[host] = name
+        command = ["docker", "run", "--rm", "--name", name, "--hostname", host,
+                   "-e", f"TRAINING_JOB_NAME={self.job_name}"]
+        for key, value in self.environment.items():
+            command += ["-e", f"{key}={value}"]
+        for sub in ("input", "model", "output"):
+            command += ["-v", f"{root / sub}:/opt/ml/{sub}"]
+        if self.checkpoint_dir is not None:
+            command += ["-v", f"{self.checkpoint_dir}:/opt/ml/checkpoints"]
+        return command + self.docker_options + [self.image, "train"]
+
     def poll(self) -> dict:
         return {host: p.poll() for host, p in self.processes.items()}
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Sends `sig` to every host process still running (a spot interruption: SIGKILL)."""
-        for process in self.processes.values():
+        """Sends `sig` to every host still running (a spot interruption: SIGKILL).
+
+        In image mode the signal goes to the container (`docker kill`), whose main process
+        is the entrypoint, as on SageMaker; the `docker run` client then ends with it."""
+        for host, process in self.processes.items():
             if process.poll() is None:
-                process.send_signal(sig)
-        for process in self.processes.values():
+                if host in self.containers:
+                    subprocess.run(["docker", "kill", "--signal", signal.Signals(sig).name,
+                                    self.containers[host]], capture_output=True, timeout=60)
+                else:
+                    process.send_signal(sig)
+        for host, process in self.processes.items():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:  # ignored the polite signal
+                if host in self.containers:
+                    subprocess.run(["docker", "kill", self.containers[host]], capture_output=True, timeout=60)
                 process.kill()
                 process.wait()
 

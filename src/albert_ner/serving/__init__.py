@@ -1,4 +1,12 @@
-"""Inference serving: the SageMaker hosting contract (`/ping`, `/invocations`) over `Predictor`.
+"""Inference serving: SageMaker's hosting contract (`/ping`, `/invocations`) over `Predictor`.
 
-See `albert_ner.serving.http_app`; the container runs it as `container/serve`.
+  requests.py   request bodies → records, predictions → response bodies (pure functions)
+  batcher.py    the model thread: load, warm up, merge concurrent requests (dynamic batching)
+  app.py        the starlette routes, status codes and the per-request log line
+  settings.py   options and their SAGEMAKER_* / ALBERT_NER_* environment variables
+  server.py     uvicorn start-up, workers and SIGTERM (`albert-ner serve`, container/serve)
+  batch.py      offline batch transform: `albert-ner predict` on a file, streamed in chunks
+  loadtest.py   concurrent HTTP load against a running server (benchmarks, notebook 06)
+
+Importing this package imports neither starlette nor TensorFlow.
 """

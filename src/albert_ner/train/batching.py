@@ -18,6 +18,7 @@ import numpy as np
 
 from albert_ner.data.example import Example
 from albert_ner.data.schemes import TagSet
+from albert_ner.text.batching import sentence_batches  # noqa: F401 — re-exported (inference batching)
 from albert_ner.text.tokenizer import CharTokenizer
 from albert_ner.text.windows import split_example
 
@@ -86,18 +87,3 @@ def pad_batch(features: list[Feature]) -> tuple[np.ndarray, np.ndarray]:
         input_ids[row, : len(f.input_ids)] = f.input_ids
         tag_ids[row, : len(f.tag_ids)] = f.tag_ids
     return input_ids, tag_ids
-
-
-def sentence_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices for inference batches: sorted by length, at most max_tokens padded characters."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, current = [], []
-    for i in order:
-        longest = max(lengths[i], 1)
-        if current and longest * (len(current) + 1) > max_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from albert_ner.data.readers import read_corpus
+from albert_ner.checkpoints.starting_point import load_pretrained_and_vocab, resolve_encoder_config
 from albert_ner.data.schemes import TagSet
 from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_json
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
+from albert_ner.train.recipe import describe as describe_recipe
+from albert_ner.train.recipe import fill_defaults
 
-DEFAULT_LR_SCRATCH = 1e-3  # a transformer trained from random init
-DEFAULT_LR_PRETRAINED = 5e-5  # fine-tuning pretrained weights
 
 
 @dataclasses.dataclass
@@ -35,16 +36,28 @@ class TrainArgs:
     train_file: str
     output_dir: str
     dev_file: str | None = None
-    model_config: str | None = None  # preset or JSON; default: the checkpoint's, else "tiny"
+    # Unset (None) recipe options are filled by train.recipe from what the run starts from:
+    # no --init-checkpoint → the BiLSTM-CRF over character + bigram embeddings.
+    model_config: str | None = None  # preset or JSON; default: the checkpoint's, else "chars"
     init_checkpoint: str | None = None
     checkpoint_layout: str | None = None  # force a layout instead of detecting it
     vocab_file: str | None = None
     head: str = "crf"
+    # Locality bias (model.sequence): a BiLSTM of this many units per direction between
+    # encoder and classifier, and hashed character-bigram embeddings (0 = off).
+    lstm_units: int | None = None
+    bigram_buckets: int | None = None
+    bigram_size: int | None = None
     tag_scheme: str = "bio"
     data_format: str = "auto"
     source_scheme: str = "auto"
+    overlaps: str = "outer"  # overlapping spans in span formats: "outer", "first" or "error"
     max_steps: int | None = None
-    epochs: float = 3.0
+    # Default: 3 epochs, or as many as fit when only --max-minutes is given.
+    epochs: float | None = None
+    # Wall-clock budget for the whole run (train.budget): stops cleanly with the best model
+    # evaluated and exported, the learning-rate schedule fitted to end with the time.
+    max_minutes: float | None = None
     eval_every: int = 500
     checkpoint_every: int | None = None
     log_every: int = 50
@@ -55,7 +68,7 @@ class TrainArgs:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     clip_norm: float = 1.0
-    classifier_dropout: float = 0.1
+    classifier_dropout: float | None = None
     precision: str = "fp32"
     seed: int = 42
     resume: bool = False
@@ -75,6 +88,10 @@ class TrainArgs:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be positive")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError("max_minutes must be positive")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError("epochs must be positive")
 
 
 def log(message: str) -> None:
@@ -109,14 +126,13 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from albert_ner.model.config import EncoderConfig
         from albert_ner.model.tagger import Tagger
         from albert_ner.text.tokenizer import CharTokenizer
-        from albert_ner.text.vocab import Vocab
         from albert_ner.train.batching import make_features
         from albert_ner.train.distribute import default_strategy
 
         self.args = args
+        self.started = time.monotonic()  # the time budget counts data loading and model building too
         self.model_dir = ModelDir(args.output_dir)
         self.model_dir.path.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir = Path(args.checkpoint_dir or self.model_dir.checkpoints)
@@ -128,14 +144,14 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         _set_precision(args.precision)
 
-        train = read_corpus(args.train_file, format=args.data_format, scheme=args.source_scheme)
+        train = read_corpus(args.train_file, format=args.data_format, scheme=args.source_scheme, overlaps=args.overlaps)
         self._report_repairs(train)
         examples = train.examples
         if args.max_train_sentences:
             examples = examples[: args.max_train_sentences]
         self.dev = None
         if args.dev_file:
-            dev = read_corpus(args.dev_file, format=args.data_format, scheme=args.source_scheme)
+            dev = read_corpus(args.dev_file, format=args.data_format, scheme=args.source_scheme, overlaps=args.overlaps)
             self._report_repairs(dev)
             self.dev = dev.examples
             unseen = sorted(set(dev.types) - set(train.types))
@@ -148,43 +164,41 @@ class Trainer:
             f"types {', '.join(self.tagset.types)}; {len(self.tagset.tags)} tags ({args.tag_scheme})"
         )
 
-        pretrained = None
-        if args.init_checkpoint:
-            from albert_ner.checkpoints import resolve_pretrained
-
-            pretrained = resolve_pretrained(args.init_checkpoint, layout=args.checkpoint_layout)
-        if args.vocab_file:
-            vocab = Vocab.load(args.vocab_file)
-        elif pretrained is not None:
-            vocab = Vocab.load(pretrained.vocab_file)
-        else:
-            vocab = Vocab.build([e.text for e in examples])
-            log(f"vocab: built from the training data, {len(vocab)} entries")
-        self.tokenizer = CharTokenizer(vocab)
-        if args.model_config is None and pretrained is not None:
-            self.encoder_config = pretrained.config
-        else:
-            self.encoder_config = EncoderConfig.resolve(args.model_config or "tiny", vocab_size=len(vocab))
-        if self.encoder_config.vocab_size != len(vocab):
-            raise ValueError(
-                f"the encoder config has vocab_size {self.encoder_config.vocab_size} but the "
-                f"vocabulary has {len(vocab)} entries"
-            )
-        self.learning_rate = args.learning_rate or (
-            DEFAULT_LR_PRETRAINED if pretrained is not None else DEFAULT_LR_SCRATCH
+        pretrained, vocab = load_pretrained_and_vocab(
+            args.init_checkpoint, args.checkpoint_layout, args.vocab_file,
+            [e.text for e in examples], log,
         )
+        self.tokenizer = CharTokenizer(vocab)
+        # Fill the recipe options left unset, in two rounds: the encoder first, then what
+        # depends on its type (BiLSTM, bigrams, learning rate, dropout); see train.recipe.
+        args = dataclasses.replace(args, **fill_defaults(args, pretrained is not None, None))
+        self.encoder_config = resolve_encoder_config(args.model_config, pretrained, vocab)
+        args = dataclasses.replace(
+            args, **fill_defaults(args, pretrained is not None, self.encoder_config.model_type)
+        )
+        self.args = args
+        self.learning_rate = args.learning_rate
+        log(f"recipe: {describe_recipe(args, pretrained is not None)}")
 
         self.features = make_features(examples, self.tokenizer, self.tagset, args.max_seq_length)
         self.lengths = [len(f) for f in self.features]
         self.steps_per_epoch = math.ceil(len(self.features) / args.batch_size)
         if args.max_steps:
             self.total_steps = args.max_steps
+        elif args.epochs is None and args.max_minutes:
+            # Until the budget has timed a few steps: a generous provisional plan (the
+            # schedule is re-fitted to what fits, see train.budget).
+            self.total_steps = 1000 * self.steps_per_epoch
         else:
-            self.total_steps = max(1, math.ceil(args.epochs * self.steps_per_epoch))
+            self.total_steps = max(1, math.ceil((args.epochs or 3.0) * self.steps_per_epoch))
+        # Upper bound on the steps; with a time budget total_steps is re-fitted below it.
+        self.step_cap = self.total_steps
         real = sum(self.lengths)
         log(
             f"features: {len(self.features)} windows of ≤{args.max_seq_length - 2} characters "
-            f"({real} characters); {self.steps_per_epoch} steps/epoch, {self.total_steps} steps"
+            f"({real} characters); {self.steps_per_epoch} steps/epoch, "
+            + ("as many steps as fit the time budget" if args.epochs is None and args.max_minutes
+               and not args.max_steps else f"{self.total_steps} steps")
         )
 
         from albert_ner.train.optimizer import make_optimizer
@@ -197,6 +211,9 @@ class Trainer:
                 classifier_dropout=args.classifier_dropout,
                 cls_id=vocab.cls_id,
                 sep_id=vocab.sep_id,
+                lstm_units=args.lstm_units,
+                bigram_buckets=args.bigram_buckets,
+                bigram_size=args.bigram_size,
             )
             self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
             self.model.build_variables()
@@ -310,6 +327,21 @@ class Trainer:
         return evaluate(predictor, self.dev)
 
     # ------------------------------------------------------------------ checkpoints
+    def _schedules(self) -> list:
+        return [opt.schedule for opt in self._optimizers().values()]
+
+    def _fit_schedule(self, budget, state: dict) -> None:
+        """Re-fits the learning-rate schedules so that they end when the time budget does."""
+        fitted = budget.steps_that_fit(state["step"])
+        if fitted is None:
+            return
+        total = max(min(fitted, self.step_cap), state["step"] + 1)
+        if state.get("warmup_steps") is None:  # fixed once, at the first estimate
+            state["warmup_steps"] = int(self.args.warmup_proportion * total)
+        self.total_steps = total
+        for schedule in self._schedules():
+            schedule.fit(state["warmup_steps"], total)
+
     def _optimizers(self) -> dict:
         optimizers = {"main": self.optimizer}
         if self.crf_optimizer is not None:
@@ -325,29 +357,50 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         from albert_ner.train.batching import epoch_batches
+        from albert_ner.train.budget import TimeBudget
 
         args = self.args
         md = self.model_dir
         checkpoint_every = args.checkpoint_every or args.eval_every
         state = {"step": 0, "best_f1": -1.0, "best_step": None, "loss_sum": 0.0, "loss_count": 0,
-                 "train_seconds": 0.0, "samples_since_eval": 0, "seconds_since_eval": 0.0}
+                 "train_seconds": 0.0, "samples_since_eval": 0, "seconds_since_eval": 0.0,
+                 "wall_seconds": 0.0, "total_steps": self.total_steps, "warmup_steps": None}
         if args.resume:
             restored = self.restore_checkpoint()
             if restored is None:
                 log(f"resume: no checkpoint in {self.checkpoint_dir}, starting from step 0")
             else:
-                state = restored
+                state = {**state, **restored}
                 log(f"resume: continuing from step {state['step']} ({self.checkpoint_dir})")
                 self._truncate_metrics(state["step"])
+                if args.max_minutes and state["warmup_steps"] is not None:
+                    self.total_steps = state["total_steps"]
+                    for schedule in self._schedules():
+                        schedule.fit(state["warmup_steps"], self.total_steps)
         elif self.is_chief:
             md.metrics.unlink(missing_ok=True)
         if self.is_chief:
             self._write_run_files()
 
+        budget = None
+        if args.max_minutes:
+            # Setup time of this process counts; so does the time earlier sessions spent.
+            budget = TimeBudget(
+                args.max_minutes,
+                already_spent=state["wall_seconds"] + (time.monotonic() - self.started),
+            )
+            log(f"time budget: {args.max_minutes:g} min; the schedule is fitted to end with it")
+        session_start = time.monotonic() - state["wall_seconds"]
         step = start_step = state["step"]
         batches, batches_epoch = None, None
         started = time.time()
+        stopped_by_budget = False
         while step < self.total_steps:
+            if budget is not None and budget.should_stop():
+                stopped_by_budget = True
+                log(f"time budget: {budget.elapsed() / 60:.1f} of {args.max_minutes:g} min used, "
+                    f"stopping at step {step}")
+                break
             epoch, position = divmod(step, self.steps_per_epoch)
             if batches_epoch != epoch:
                 batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
@@ -364,19 +417,37 @@ class Trainer:
             state["train_seconds"] += elapsed
             state["samples_since_eval"] += len(batches[position])
             state["seconds_since_eval"] += elapsed
+            if budget is not None:
+                budget.record_step(elapsed)
+                self._fit_schedule(budget, state)
             if step % args.log_every == 0 or step == self.total_steps:
                 rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
                 per_step = (time.time() - started) / max(step - start_step, 1)
+                eta = budget.remaining() if budget is not None else per_step * (self.total_steps - step)
                 log(
-                    f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) "
+                    f"step {step}/{'≈' if budget is not None else ''}{self.total_steps} "
+                    f"({100 * step / self.total_steps:.0f}%) "
                     f"epoch {step / self.steps_per_epoch:.2f} "
                     f"loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
-                    f"{rate:.1f} samples/s ETA {_format_eta(per_step * (self.total_steps - step))}"
+                    f"{rate:.1f} samples/s ETA {_format_eta(eta)}"
                 )
             if step % args.eval_every == 0 or step == self.total_steps:
+                t0 = time.time()
                 self._evaluate_and_record(state)
+                if budget is not None:
+                    budget.record_eval(time.time() - t0)
             if step % checkpoint_every == 0 or step == self.total_steps:
+                state["wall_seconds"] = time.monotonic() - session_start
+                state["total_steps"] = self.total_steps
                 self.save_checkpoint(state)
+        if stopped_by_budget and (state["loss_count"] or state["best_step"] is None):
+            # Steps since the last evaluation: evaluate them so the best model can be theirs
+            # (and a budget that ran out before any evaluation still leaves a model).
+            if state["step"] == 0:
+                log("warning: the time budget ran out before the first step; the model is untrained")
+            self._evaluate_and_record(state)
+            state["wall_seconds"] = time.monotonic() - session_start
+            self.save_checkpoint(state)
         return self._finish(state)
 
     def _evaluate_and_record(self, state: dict) -> None:
@@ -411,7 +482,7 @@ class Trainer:
         if self.is_chief:
             with open(self.model_dir.metrics, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if f1 > state["best_f1"]:
+            if state["best_step"] is None or f1 > state["best_f1"]:
                 state["best_f1"], state["best_step"] = f1, step
                 save_weights(self.model, self.model_dir.weights)
                 log(f"new best model at step {step} (dev entity F1 {f1:.4f})" if self.dev else
@@ -435,6 +506,9 @@ class Trainer:
             "num_tags": len(self.tagset.tags),
             "max_seq_length": self.args.max_seq_length,
             "classifier_dropout": self.args.classifier_dropout,
+            "lstm_units": self.args.lstm_units,
+            "bigram_buckets": self.args.bigram_buckets,
+            "bigram_size": self.args.bigram_size,
         })
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate

@@ -16,19 +16,37 @@ NO_DECAY = ["bias", "gamma", "beta", "transitions"]
 
 
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """peak · step/warmup for step < warmup, then linear decay to 0 at total_steps."""
+    """peak · step/warmup for step < warmup, then linear decay to 0 at total_steps.
+
+    warmup_steps and total_steps live in variables so that a run with a time budget can
+    re-fit the schedule while it learns how many steps fit (`fit`, see `train.budget`):
+    the decay then ends when the time does, instead of the run being cut off mid-schedule.
+    """
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int):
         self.peak = float(peak)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = max(int(total_steps), 1)
+        self._warmup = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
+        self._total = tf.Variable(float(max(total_steps, 1)), trainable=False, dtype=tf.float32, name="total_steps")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self._warmup.numpy())
+
+    @property
+    def total_steps(self) -> int:
+        return int(self._total.numpy())
+
+    def fit(self, warmup_steps: int, total_steps: int) -> None:
+        """Moves the end of the schedule (and the warm-up length) to new step counts."""
+        self._warmup.assign(float(warmup_steps))
+        self._total.assign(float(max(total_steps, 1)))
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        warm = self.peak * step / max(self.warmup_steps, 1)
-        decay_span = max(self.total_steps - self.warmup_steps, 1)
-        decay = self.peak * tf.maximum(0.0, (self.total_steps - step) / decay_span)
-        return tf.where(step < self.warmup_steps, warm, decay)
+        warmup, total = self._warmup, self._total
+        warm = self.peak * step / tf.maximum(warmup, 1.0)
+        decay = self.peak * tf.maximum(0.0, (total - step) / tf.maximum(total - warmup, 1.0))
+        return tf.where(step < warmup, warm, decay)
 
     def get_config(self):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
@@ -42,9 +60,10 @@ def make_optimizer(
     clip_norm: float = 1.0,
     name: str = "adamw",
 ):
-    """A Keras AdamW driven by `WarmupLinearDecay`."""
+    """A Keras AdamW driven by `WarmupLinearDecay` (kept as `optimizer.schedule`)."""
+    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
     optimizer = keras.optimizers.AdamW(
-        learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, total_steps),
+        learning_rate=schedule,
         weight_decay=weight_decay,
         beta_1=0.9,
         beta_2=0.999,
@@ -53,4 +72,5 @@ def make_optimizer(
         name=name,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    optimizer.schedule = schedule  # a time-budgeted run re-fits it (train.budget)
     return optimizer

@@ -1,9 +1,11 @@
 """The BYOC (03) and BYOS (04) notebooks' job steps: local run, image, SageMaker job, cleanup.
 
 Local run: with Docker, SageMaker local mode (`ModelTrainer(training_mode=LOCAL_CONTAINER)`,
-the real image and the SDK's own /opt/ml layout); without Docker, the process runner
-(`albert_ner.sagemaker.local_runner`), which lays out the same tree and runs the same
-entrypoint as a local process. Either way the result is a directory with `model.tar.gz`.
+the real image through docker compose and the SDK's own /opt/ml layout); without Docker, the
+process runner (`albert_ner.sagemaker.local_runner`), which lays out the same tree and runs the
+same entrypoint as a local process. Either way the result is a directory with `model.tar.gz`.
+`LocalEndpoint` serves such a model.tar.gz with the image (`serve`) through the SDK's local
+session; `build_image` runs container/build_and_push.sh.
 
 On SageMaker: `albert_ner.sagemaker.launchers` builds the ModelTrainer; the helpers here look
 the job up, fetch its `model.tar.gz` and clean up (stop a running job, delete the ECR
@@ -13,13 +15,39 @@ repository). They take an `albert_ner.workshop.aws.AwsContext`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FINISHED = ("Completed", "Failed", "Stopped")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # docker compose colours each host's log prefix
+
+
+# Written by `make test` (container/docker_engine.sh) when this machine cannot run Docker.
+DOCKER_STATUS_FILE = REPO_ROOT / "runs" / "docker-engine-status.txt"
+
+
+def local_mode_unavailable_reason() -> str | None:
+    """Why SageMaker local mode cannot run here (None when it can): it needs the SDK, a
+    Docker daemon that answers and docker compose; `make test` may also have found that the
+    engine or the base image could not be had (its reason is kept in DOCKER_STATUS_FILE)."""
+    from albert_ner.workshop import environment
+
+    if DOCKER_STATUS_FILE.exists():
+        return DOCKER_STATUS_FILE.read_text(encoding="utf-8").strip()
+    try:
+        import sagemaker  # noqa: F401
+    except ImportError:
+        return "the SageMaker SDK is not installed"
+    if not environment.docker_available():
+        return "no Docker daemon answers"
+    if not environment.docker_compose_available():
+        return "neither `docker compose` nor `docker-compose` is installed"
+    return None
 
 
 @dataclasses.dataclass
@@ -33,7 +61,8 @@ class LocalRun:
     def log_tail(self, lines: int = 12) -> str:
         if self.log is None or not self.log.exists():
             return "(the SDK printed the log above)"
-        return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        text = ANSI_ESCAPE.sub("", self.log.read_text(encoding="utf-8", errors="replace"))
+        return "\n".join(text.splitlines()[-lines:])
 
 
 def run_local(
@@ -73,9 +102,43 @@ def run_local(
     return LocalRun(job_dir, log, "process-runner")
 
 
-def _run_local_mode(job_dir, hyperparameters, inputs, mode, image, source_dir, instance_type, instance_count):
-    """SageMaker SDK v3 local mode (needs Docker and docker compose)."""
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"  # local mode never uses the role
+
+
+def local_session(region: str | None = None, serving_port: int | None = None):
+    """The SDK v3 local session: jobs and endpoints in local containers, telemetry off.
+
+    Args:
+      region: AWS region for the underlying boto3 session (local mode calls no AWS API for
+        local data and a local image; the SDK only insists on having one).
+      serving_port: the host port a local endpoint listens on (default 8080).
+    """
+    import boto3
     from sagemaker.core.local import LocalSession
+
+    from albert_ner.sagemaker.launchers import TELEMETRY_OPT_OUT_CONFIG
+
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    session = LocalSession(boto_session=boto3.Session(region_name=region),
+                           sagemaker_config=TELEMETRY_OPT_OUT_CONFIG)
+    local = {"local_code": True}
+    if serving_port:
+        local["serving_port"] = serving_port
+    session.config = dict(session.config or {}, local=local)
+    return session
+
+
+def _run_local_mode(job_dir, hyperparameters, inputs, mode, image, source_dir, instance_type, instance_count):
+    """SageMaker SDK v3 local mode: `ModelTrainer(training_mode=LOCAL_CONTAINER)` runs the
+    image through docker compose (one container per host, the SDK's own /opt/ml layout).
+
+    The job's output (the SDK streams the containers' logs to stdout) goes to
+    JOB_DIR/local-mode.log; the SDK leaves model.tar.gz and output.tar.gz in
+    JOB_DIR/compressed_artifacts. A failed host's `output/failure` line becomes the error.
+    """
+    import contextlib
+    import shutil
+
     from sagemaker.core.training.configs import Compute, InputData, SourceCode
     from sagemaker.train.model_trainer import Mode, ModelTrainer
 
@@ -84,36 +147,186 @@ def _run_local_mode(job_dir, hyperparameters, inputs, mode, image, source_dir, i
 
     if not image:
         raise ValueError("local mode needs an image")
-    job_dir.mkdir(parents=True, exist_ok=True)  # v3 local mode needs the root to exist
-    session = LocalSession()
-    session.config = {"local": {"local_code": True}}
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)  # v3 local mode needs the root to exist
     trainer = ModelTrainer(
         training_mode=Mode.LOCAL_CONTAINER,
         training_image=image,
-        sagemaker_session=session,
-        role="arn:aws:iam::000000000000:role/local-mode",  # not used by local mode
+        sagemaker_session=local_session(),
+        role=LOCAL_ROLE,
         base_job_name=f"albert-ner-{mode}-local",
         compute=Compute(instance_type=instance_type, instance_count=instance_count),
         hyperparameters=stringify_hyperparameters(hyperparameters),
         source_code=SourceCode(source_dir=str(source_dir), entry_script=ENTRY_SCRIPT) if mode == "byos" else None,
         local_container_root=str(job_dir),
     )
-    trainer.train(
-        input_data_config=[InputData(channel_name=name, data_source=f"file://{Path(path).resolve()}")
-                           for name, path in inputs.items()],
-        wait=True,
-    )
-    return LocalRun(job_dir / "compressed_artifacts", None, "local-mode")
+    log = job_dir / "local-mode.log"
+    started = time.time()
+    error = None
+    # compose names a project after the job directory; two jobs in directories of the same name
+    # (two runs of a notebook) would share containers, so each job gets its own project.
+    project = re.sub(r"[^a-z0-9]", "", f"albertner{job_dir.name}{os.getpid()}{int(started * 1000)}".lower())
+    previous_project = os.environ.get("COMPOSE_PROJECT_NAME")
+    os.environ["COMPOSE_PROJECT_NAME"] = project
+    with open(log, "w", encoding="utf-8") as stream, contextlib.redirect_stdout(stream):
+        try:
+            trainer.train(
+                input_data_config=[InputData(channel_name=name, data_source=str(Path(path).resolve()))
+                                   for name, path in inputs.items()],
+                wait=True,
+            )
+        except RuntimeError as err:  # the SDK's "Failed to run: docker compose ... exited with code N"
+            error = err
+        finally:
+            _compose_down(job_dir, project)
+            if previous_project is None:
+                os.environ.pop("COMPOSE_PROJECT_NAME", None)
+            else:
+                os.environ["COMPOSE_PROJECT_NAME"] = previous_project
+    failure = job_dir / "artifacts" / "output" / "failure"
+    if error is not None or failure.exists():
+        reason = failure.read_text(encoding="utf-8").strip() if failure.exists() else str(error)
+        tail = LocalRun(job_dir, log, "local-mode").log_tail(20)
+        raise RuntimeError(f"local-mode {mode} job failed: {reason}\n{tail}")
+    with open(log, "a", encoding="utf-8") as stream:
+        stream.write(f"local mode: {time.time() - started:.0f} s in all\n")
+    return LocalRun(job_dir / "compressed_artifacts", log, "local-mode")
 
 
-def build_image(push: bool = False, tag: str = "latest", environ: dict | None = None) -> str:
+def _compose_down(job_dir: Path, project: str) -> None:
+    """Removes the job's stopped containers (`up` leaves them behind)."""
+    compose_file = job_dir / "docker-compose.yaml"
+    if not compose_file.exists():
+        return
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    else:
+        command = ["docker-compose"]
+    subprocess.run(command + ["-p", project, "-f", str(compose_file), "down"], capture_output=True, timeout=300)
+
+
+class LocalEndpoint:
+    """A SageMaker local endpoint: the SDK's local session serves IMAGE with a model.tar.gz
+    through docker compose (`IMAGE serve`, the model extracted into /opt/ml/model).
+
+        with LocalEndpoint("albert-ner:latest", "runs/job/model.tar.gz") as endpoint:
+            endpoint.predict(["张伟在北京大学工作。"])   # [{"text": ..., "entities": [...]}]
+
+    Entering waits until /ping answers 200 (the SDK's health check); leaving deletes the
+    endpoint, which stops and removes the container. The SDK extracts the tarball in the
+    directory that holds it, so it is served from a private copy.
+    """
+
+    def __init__(self, image: str, model_data: str | os.PathLike, port: int | None = None,
+                 name: str = "albert-ner-local"):
+        """
+        Args:
+          image: the serving image (container/Dockerfile).
+          model_data: a local model.tar.gz (as training jobs leave it).
+          port: the host port the endpoint listens on (default: a free one).
+        """
+        from albert_ner.sagemaker.local_runner import free_ports
+
+        self.image, self.name = image, name
+        self.model_data = Path(model_data).resolve()
+        if not self.model_data.is_file():
+            raise FileNotFoundError(f"model data {self.model_data} does not exist")
+        self.port = port or free_ports(1)[0]
+        self.session = None
+        self.seconds_to_ready = None
+        self._copy_dir = None
+
+    def __enter__(self) -> "LocalEndpoint":
+        import shutil
+        import tempfile
+
+        self._copy_dir = Path(tempfile.mkdtemp(prefix="albert-ner-endpoint-"))
+        model_data = self._copy_dir / "model.tar.gz"
+        shutil.copyfile(self.model_data, model_data)
+        self.session = local_session(serving_port=self.port)
+        client = self.session.sagemaker_client
+        client.create_model(ModelName=self.name, PrimaryContainer={
+            "Image": self.image, "ModelDataUrl": f"file://{model_data}", "Environment": {}})
+        client.create_endpoint_config(EndpointConfigName=self.name, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": self.name, "InitialInstanceCount": 1,
+            "InstanceType": "local"}])
+        started = time.time()
+        try:
+            client.create_endpoint(EndpointName=self.name, EndpointConfigName=self.name)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.seconds_to_ready = time.time() - started
+        return self
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        """Entities for each text: the endpoint's JSON predictions ({"text", "entities"})."""
+        response = self.session.sagemaker_runtime_client.invoke_endpoint(
+            EndpointName=self.name, Body=json.dumps({"texts": texts}, ensure_ascii=False),
+            ContentType="application/json", Accept="application/json")
+        body = response["Body"].read().decode("utf-8")
+        if response["ResponseMetadata"]["HTTPStatusCode"] != 200:
+            raise RuntimeError(f"endpoint {self.name}: HTTP {response['ResponseMetadata']['HTTPStatusCode']}: {body}")
+        return json.loads(body)["predictions"]
+
+    def __exit__(self, *exc) -> None:
+        client = self.session.sagemaker_client
+        endpoint = type(client)._endpoints.get(self.name)
+        container = getattr(getattr(endpoint, "container", None), "container_root", None)
+        client.delete_endpoint(EndpointName=self.name)
+        client.delete_endpoint_config(EndpointConfigName=self.name)
+        client.delete_model(ModelName=self.name)
+        if container:  # the SDK stops the container but leaves it behind; compose names the
+            # project after the directory it ran in
+            project = re.sub(r"[^-_a-z0-9]", "", Path(container).name.lower())
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        if self._copy_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
+
+
+def build_image(push: bool = False, tag: str = "latest", environ: dict | None = None,
+                local_base: bool = False) -> str:
     """Runs container/build_and_push.sh (with `--no-push` unless `push`); returns the image
-    name it printed last (`albert-ner:TAG`, or the ECR URI after a push)."""
+    name it printed last (`albert-ner:TAG`, or the ECR URI after a push).
+
+    Args:
+      local_base: build on a Debian base bootstrapped on this machine (`--local-base`: no
+        registry needed) instead of TensorFlow's GPU image from Docker Hub.
+    Raises RuntimeError with the end of the build log when the build fails.
+    """
+    import sys
+
     argv = ["bash", str(REPO_ROOT / "container" / "build_and_push.sh"), "--tag", tag]
     if not push:
         argv.append("--no-push")
-    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=environ)
+    if local_base:
+        argv.append("--local-base")
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("PYTHON", sys.executable)  # pip download for the image's Python 3.11
+    started = time.time()
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-25:])
+        raise RuntimeError(f"container/build_and_push.sh failed (exit {out.returncode}):\n{tail}")
+    built = [line for line in out.stdout.splitlines() if line.startswith("built ")]
+    print(f"{built[-1] if built else 'built'}; {time.time() - started:.0f} s with the wheel download")
     return out.stdout.strip().splitlines()[-1]
+
+
+def image_present(image: str | None) -> bool:
+    """True when the Docker daemon has `image` locally (no pull is attempted)."""
+    if not image:
+        return False
+    try:
+        return subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def ecr_repository(aws, name: str = "albert-ner") -> tuple[str, bool]:

@@ -132,3 +132,24 @@ def plot_throughput(rates: dict, ax=None):
     ax.set_xlabel("training samples / s")
     ax.set_title("Throughput")
     return fig
+
+
+def plot_mlm_curve(records: Sequence[dict], axes=None):
+    """Masked-LM pretraining: held-out MLM loss and accuracy per evaluation (metrics.jsonl)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = axes[0].figure
+    steps = [r["step"] for r in records]
+    axes[0].plot(steps, [r.get("mlm_loss", r["loss"]) for r in records], marker="o", label="held-out")
+    axes[0].plot(steps, [r["loss"] for r in records], marker=".", alpha=0.6, label="training")
+    axes[0].set_ylabel("MLM loss (cross-entropy)")
+    axes[0].legend()
+    axes[1].plot(steps, [r.get("mlm_accuracy", float("nan")) for r in records], marker="o", color="#e4572e")
+    axes[1].set_ylabel("held-out MLM accuracy")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Masked-LM pretraining on the training text")
+    return fig

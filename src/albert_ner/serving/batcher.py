@@ -1,0 +1,229 @@
+"""Dynamic batching: concurrent requests merged into one model call, on one model thread.
+
+The `DynamicBatcher` owns the only thread that touches TensorFlow. That thread loads the
+model, warms it up with one real prediction (so the first request does not pay for graph
+set-up), then takes requests from a queue: it starts a batch with the oldest request and adds
+the next ones until their characters reach `max_batch_tokens` or `batch_timeout_s` has passed
+since it started — TF Serving's `max_batch_size` / `batch_timeout_micros`, counted in
+characters because a Chinese character is a token here. While a batch runs, new requests
+queue up, so under load batches fill without waiting. TensorFlow releases the GIL while it
+computes, so the event loop keeps accepting and parsing requests meanwhile.
+
+`enabled=False` gives one model call per request (the same thread and queue), the baseline
+the load test compares against.
+
+Example:
+  batcher = DynamicBatcher(lambda: Predictor.from_model_dir("runs/msra")).start()
+  examples = await batcher.predict(["王小明在北京大学读书。"])  # from a coroutine
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from albert_ner.serving.logs import log
+
+# Characters per merged model call. `Predictor` pads and splits a call into its own
+# length-bucketed batches (8,192 padded characters each), so this bounds latency, not memory.
+DEFAULT_MAX_BATCH_TOKENS = 8192
+# How long the first request of a batch waits for company when the queue is empty.
+DEFAULT_BATCH_TIMEOUT_MS = 2.0
+WARMUP_TEXT = "王小明在北京大学读书。"
+
+
+@dataclass
+class _Job:
+    """One request's texts and the future its coroutine awaits (resolved on its loop)."""
+
+    texts: list[str]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    # Every text costs at least one token, so 10,000 empty texts still count.
+    tokens: int = field(init=False)
+
+    def __post_init__(self):
+        self.tokens = sum(len(t) for t in self.texts) + len(self.texts)
+
+
+_STOP = object()
+
+
+class ModelNotReady(Exception):
+    """Raised by `predict` while the model is loading or after it failed to load."""
+
+
+class DynamicBatcher:
+    """Loads, warms up and runs the predictor on one thread; merges queued requests.
+
+    Args:
+        load: returns a predictor (`predict(texts) -> list[Example]`); runs on the model thread.
+        max_batch_tokens: characters (plus one per text) per merged call; a larger request
+            runs alone, never split.
+        batch_timeout_s: the longest a batch waits for more requests once it has one.
+        enabled: False runs one model call per request.
+        source: what is loaded (the model directory), for messages.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], object],
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        batch_timeout_s: float = DEFAULT_BATCH_TIMEOUT_MS / 1000,
+        enabled: bool = True,
+        source: str = "the model",
+    ):
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
+        if batch_timeout_s < 0:
+            raise ValueError(f"the batch timeout must not be negative, got {batch_timeout_s}")
+        self._load = load
+        self.max_batch_tokens = max_batch_tokens
+        self.batch_timeout_s = batch_timeout_s
+        self.enabled = enabled
+        self.source = source
+        self.predictor = None
+        self.error: str | None = None
+        self.loaded = threading.Event()  # set when ready or failed
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._carry: _Job | None = None  # taken from the queue but over the last batch's budget
+        self._thread = threading.Thread(target=self._run, name="model", daemon=True)
+        # Counters for /ping and the load test: how much merging happened.
+        self.model_calls = 0
+        self.requests = 0
+
+    # ------------------------------------------------------------------ event-loop side
+    def start(self) -> "DynamicBatcher":
+        self._thread.start()
+        return self
+
+    @property
+    def status(self) -> str:
+        """"loading", "ready" (loaded and warmed up) or "failed"."""
+        if self.predictor is not None:
+            return "ready"
+        return "failed" if self.loaded.is_set() else "loading"
+
+    async def predict(self, texts: list[str]) -> list:
+        """The predictor's `Example`s for `texts`, computed in some batch on the model thread.
+
+        Raises:
+            ModelNotReady: while loading or after a failed load (the message says which).
+        """
+        if self.predictor is None:
+            raise ModelNotReady(self.error or "model is still loading; retry when /ping answers 200")
+        loop = asyncio.get_running_loop()
+        job = _Job(list(texts), loop.create_future(), loop)
+        self._queue.put(job)
+        return await job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finishes every queued request, then stops the model thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ model thread
+    def _run(self) -> None:
+        if not self._load_and_warm_up():
+            return
+        while True:
+            job = self._carry if self._carry is not None else self._queue.get()
+            self._carry = None
+            if job is _STOP:
+                self._drain()
+                return
+            batch, stop = self._collect(job)
+            self._run_batch(batch)
+            if stop:
+                self._drain()
+                return
+
+    def _load_and_warm_up(self) -> bool:
+        started = time.monotonic()
+        try:
+            predictor = self._load()
+            predictor.predict([WARMUP_TEXT])  # a real prediction: graph set-up happens now
+        except Exception as err:  # noqa: BLE001 — any failure must reach /ping and the log
+            self.error = f"model not loaded from {self.source}: {type(err).__name__}: {err}"
+            log(self.error)
+            self.loaded.set()
+            return False
+        self.predictor = predictor
+        self.loaded.set()
+        log(f"model {self.source} loaded and warmed up in {time.monotonic() - started:.1f}s")
+        return True
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """`first` plus the requests that arrive within the timeout and fit the budget."""
+        batch, tokens = [first], first.tokens
+        if not self.enabled:
+            return batch, False
+        deadline = time.monotonic() + self.batch_timeout_s
+        while tokens < self.max_batch_tokens:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            if tokens + job.tokens > self.max_batch_tokens:
+                self._carry = job  # first of the next batch
+                break
+            batch.append(job)
+            tokens += job.tokens
+        return batch, False
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        texts = [t for job in batch for t in job.texts]
+        try:
+            examples = self.predictor.predict(texts)
+            self.model_calls += 1
+        except Exception as err:  # noqa: BLE001 — delivered to the waiting requests
+            if len(batch) > 1:
+                # Retry one by one, so only the request that breaks the model fails.
+                for job in batch:
+                    self._run_batch([job])
+                return
+            self.model_calls += 1
+            self.requests += 1
+            _resolve(batch[0], error=err)
+            return
+        self.requests += len(batch)
+        start = 0
+        for job in batch:
+            _resolve(job, result=examples[start : start + len(job.texts)])
+            start += len(job.texts)
+
+    def _drain(self) -> None:
+        """Runs whatever is still queued (shutdown must not drop accepted requests)."""
+        while True:
+            try:
+                job = self._carry if self._carry is not None else self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._carry = None
+            if job is not _STOP:
+                self._run_batch([job])
+
+
+def _resolve(job: _Job, result=None, error: BaseException | None = None) -> None:
+    """Completes a job's future on its own event loop (futures are not thread-safe)."""
+
+    def finish():
+        if job.future.done():  # the client went away and the request was cancelled
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    try:
+        job.loop.call_soon_threadsafe(finish)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more

@@ -1,0 +1,177 @@
+"""Dynamic batching (`serving.batcher`) with a stand-in predictor (no TensorFlow), then the real
+server: concurrent requests share model calls, and every answer is still its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from serving_helpers import ThreadServer, request
+
+from albert_ner.data.example import Example
+from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady
+from albert_ner.serving.loadtest import run_load_test, same_entities
+
+
+class Recorder:
+    """Answers each text with an Example of the same text; records every call's texts."""
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None):
+        self.calls: list[list[str]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+
+    def predict(self, texts):
+        self.calls.append(list(texts))
+        time.sleep(self.delay)  # a model call takes time, so requests queue up meanwhile
+        if self.fail_on in texts:
+            raise RuntimeError(f"cannot tag {self.fail_on!r}")
+        return [Example(t, []) for t in texts]
+
+
+def run_concurrently(batcher, requests):
+    async def main():
+        return await asyncio.gather(*(batcher.predict(texts) for texts in requests), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def started(predictor, **options) -> DynamicBatcher:
+    batcher = DynamicBatcher(lambda: predictor, **options).start()
+    assert batcher.loaded.wait(10) and batcher.status == "ready"
+    return batcher
+
+
+def test_concurrent_requests_share_model_calls_and_keep_their_own_answers():
+    recorder = Recorder(delay=0.02)
+    batcher = started(recorder, batch_timeout_s=0.05)
+    requests = [[f"text {i}-{j}" for j in range(i % 3 + 1)] for i in range(20)]
+    answers = run_concurrently(batcher, requests)
+    batcher.close()
+    assert [[e.text for e in answer] for answer in answers] == requests
+    calls = recorder.calls[1:]  # the first call is the warm-up
+    assert recorder.calls[0] == ["王小明在北京大学读书。"]
+    assert len(calls) < len(requests) / 2, calls
+    assert sorted(t for call in calls for t in call) == sorted(t for r in requests for t in r)
+    assert batcher.requests == len(requests) and batcher.model_calls == len(calls)
+
+
+def test_the_token_budget_bounds_a_merged_call():
+    recorder = Recorder(delay=0.01)
+    batcher = started(recorder, max_batch_tokens=25, batch_timeout_s=0.05)
+    requests = [["x" * 9] for _ in range(12)]  # 10 tokens each: two fit in 25, three do not
+    run_concurrently(batcher, requests)
+    batcher.close()
+    assert all(len(call) <= 2 for call in recorder.calls[1:])
+    # A request over the budget runs alone and whole.
+    batcher = started(recorder := Recorder(), max_batch_tokens=5)
+    (answer,) = run_concurrently(batcher, [["y" * 50]])
+    batcher.close()
+    assert answer[0].text == "y" * 50 and recorder.calls[1:] == [["y" * 50]]
+
+
+def test_without_batching_every_request_is_its_own_call():
+    recorder = Recorder(delay=0.01)
+    batcher = started(recorder, enabled=False)
+    requests = [[f"t{i}", f"u{i}"] for i in range(8)]
+    run_concurrently(batcher, requests)
+    batcher.close()
+    assert sorted(recorder.calls[1:]) == sorted(requests)
+
+
+def test_a_failing_request_does_not_fail_the_requests_merged_with_it():
+    recorder = Recorder(delay=0.01, fail_on="bad")
+    batcher = started(recorder, batch_timeout_s=0.05)
+    answers = run_concurrently(batcher, [["a"], ["bad"], ["b"]])
+    batcher.close()
+    assert [e.text for e in answers[0]] == ["a"] and [e.text for e in answers[2]] == ["b"]
+    assert isinstance(answers[1], RuntimeError) and "bad" in str(answers[1])
+
+
+def test_a_failed_load_is_reported_and_refuses_requests():
+    def load():
+        raise OSError("weights.npz is truncated")
+
+    batcher = DynamicBatcher(load, source="runs/broken").start()
+    assert batcher.loaded.wait(10)
+    assert batcher.status == "failed" and "runs/broken" in batcher.error and "truncated" in batcher.error
+    (answer,) = run_concurrently(batcher, [["a"]])
+    assert isinstance(answer, ModelNotReady) and "truncated" in str(answer)
+
+
+def test_a_predictor_that_fails_its_warm_up_is_never_ready():
+    batcher = DynamicBatcher(lambda: Recorder(fail_on="王小明在北京大学读书。")).start()
+    assert batcher.loaded.wait(10) and batcher.status == "failed" and "cannot tag" in batcher.error
+
+
+def test_close_answers_what_is_queued():
+    recorder = Recorder(delay=0.05)
+    batcher = started(recorder, enabled=False)
+
+    async def main():
+        tasks = [asyncio.ensure_future(batcher.predict([f"q{i}"])) for i in range(4)]
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(batcher.close)
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(main())
+    assert [a[0].text for a in answers] == [f"q{i}" for i in range(4)]
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        DynamicBatcher(Recorder, max_batch_tokens=0)
+    with pytest.raises(ValueError, match="timeout"):
+        DynamicBatcher(Recorder, batch_timeout_s=-1)
+
+
+# ---------------------------------------------------------------- the real server
+@pytest.fixture(scope="module")
+def served(trained_model):
+    server = ThreadServer(trained_model, batch_timeout_ms=20)
+    assert server.wait_loaded(), server.batcher.error
+    yield server
+    server.stop()
+
+
+def test_the_server_merges_concurrent_requests(served, trained_model):
+    from albert_ner.predict import Predictor
+
+    predictor = Predictor.from_model_dir(trained_model)
+    texts = [f"{i}日，李鹏在北京会见了日本外务大臣。" for i in range(48)]
+    want = {ex.text: [e.to_json(ex.text) for e in ex.entities] for ex in predictor.predict(texts)}
+    calls_before = served.batcher.model_calls
+
+    def one(text):
+        status, _, out = request(served.url + "/invocations", json.dumps({"text": text}).encode(), "application/json")
+        return status, json.loads(out)["predictions"][0]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, texts))
+    assert all(status == 200 for status, _ in answers)
+    for text, (_, record) in zip(texts, answers):
+        # Other batch shapes than the offline call: scores may differ in the last float bits.
+        assert record["text"] == text and same_entities(record["entities"], want[text], 1e-4)
+    assert served.batcher.model_calls - calls_before < len(texts)
+
+
+def test_run_load_test_counts_right_answers_and_refused_bad_requests(served, trained_model):
+    from albert_ner.predict import Predictor
+
+    predictor = Predictor.from_model_dir(trained_model)
+    texts = ["李鹏在北京。", "日本外务大臣访问上海。", "", "国务院"]
+    want = {ex.text: [e.to_json(ex.text) for e in ex.entities] for ex in predictor.predict(texts)}
+    result = run_load_test(served.url, texts, concurrency=4, requests=40, malformed=12, expected=want)
+    assert result["status_counts"].get("200") == 40
+    assert sum(n for s, n in result["status_counts"].items() if s.startswith("4")) == 12
+    assert result["errors_5xx"] == result["wrong_answers"] == result["malformed_not_4xx"] == 0
+    assert result["transport_errors"] == 0 and result["requests_per_s"] > 0
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p95"] <= result["latency_ms"]["p99"]
+    # And it notices a wrong answer.
+    wrong = dict(want, **{"李鹏在北京。": [{"type": "PER", "start": 0, "end": 1, "text": "李"}]})
+    result = run_load_test(served.url, texts, concurrency=2, requests=8, malformed=0, expected=wrong)
+    assert result["wrong_answers"] == 2 and result["wrong_examples"]
