@@ -163,8 +163,10 @@ def test_time_budget_stops_on_time_with_the_schedule_ended(synthetic_data, tmp_p
     md = ModelDir(out)
     state = json.loads((md.checkpoints / "latest" / "state.json").read_text())
     assert state["step"] > CALIBRATION_STEPS + 1, state  # calibrated, then ran to the budget
-    # The schedule was fitted: it ends at (about) the step where the time ran out.
-    assert 0 <= state["total_steps"] - state["step"] <= 2, state
+    # The schedule was fitted: when the time ran out, the learning rate had (nearly) decayed
+    # to 0 — at most 15 % of the peak is left when a last evaluation eats the final seconds.
+    left = (state["total_steps"] - state["step"]) / (state["total_steps"] - state["warmup_steps"])
+    assert 0 <= left <= 0.15, state
     records = md.read_metrics()
     assert records[-1]["step"] == state["step"]  # the last steps were evaluated
     assert (md.saved_model / "saved_model.pb").exists()

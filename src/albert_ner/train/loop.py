@@ -447,6 +447,7 @@ class Trainer:
                 log("warning: the time budget ran out before the first step; the model is untrained")
             self._evaluate_and_record(state)
             state["wall_seconds"] = time.monotonic() - session_start
+            state["total_steps"] = self.total_steps  # where the fitted schedule ended
             self.save_checkpoint(state)
         return self._finish(state)
 
