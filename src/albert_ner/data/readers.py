@@ -142,7 +142,7 @@ def read_corpus(
         elif Path(path).is_dir():
             raise DataError(path, None, f"a directory holds no corpus unless it has brat .ann files; {ACCEPTED_FORMATS}")
         else:
-            format = _sniff_format(_read_text(os.fspath(path)))
+            format = _sniff_format(read_text(os.fspath(path)))
             if format == "conll":
                 return _read_conll_detected(path, scheme)
     if format == "conll":
@@ -172,7 +172,7 @@ def _read_conll_detected(path: str | os.PathLike, scheme: str) -> Corpus:
     try:
         return read_conll(path, scheme=scheme)
     except DataError as err:
-        text = _read_text(os.fspath(path))
+        text = read_text(os.fspath(path))
         first = next((i for i, line in enumerate(text.split("\n"), 1) if line.strip()), None)
         if err.line == first and err.message.startswith("expected"):
             raise DataError(
@@ -203,7 +203,7 @@ def read_conll(path: str | os.PathLike, scheme: str = "auto") -> Corpus:
     if scheme != "auto" and scheme not in SCHEMES:
         raise ValueError(f"unknown tag scheme {scheme!r}; expected 'auto' or one of {SCHEMES}")
     name = os.fspath(path)
-    sentences = _conll_sentences(name, _read_text(name))
+    sentences = _conll_sentences(name, read_text(name))
     if scheme == "auto":
         scheme = detect_scheme(tag for sent in sentences for _, tag, _ in sent)
 
@@ -249,7 +249,7 @@ def read_json(path: str | os.PathLike, overlaps: str = "outer") -> Corpus:
     skipped: Counter = Counter()
     examples: list[Example] = []
     file_format: str | None = None
-    for lineno, obj in iter_records(name, _read_text(name)):
+    for lineno, obj in iter_records(name, read_text(name)):
         kind = _record_kind(obj, name, lineno)
         if kind is not None:
             if file_format is None:
@@ -292,7 +292,7 @@ def read_brat(path: str | os.PathLike, overlaps: str = "outer") -> Corpus:
     examples: list[Example] = []
     for txt, ann in brat.brat_pairs(path):
         examples += brat.read_brat_document(
-            os.fspath(txt), _read_text(os.fspath(txt)), os.fspath(ann), _read_text(os.fspath(ann)),
+            os.fspath(txt), read_text(os.fspath(txt)), os.fspath(ann), read_text(os.fspath(ann)),
             resolver, skipped, samples, MAX_REPAIR_SAMPLES,
         )
     return Corpus(
@@ -484,7 +484,7 @@ def _groundtruth_spans(obj: dict, name: str, lineno: int) -> list[Entity]:
 # --- shared --------------------------------------------------------------------------------
 
 
-def _read_text(name: str) -> str:
+def read_text(name: str) -> str:
     """The whole file as text; a UTF-8 BOM is dropped, other encodings are refused clearly.
 
     Decoding with errors="replace" would silently produce mojibake characters that then

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from albert_ner.data.errors import DataError
+from albert_ner.data.readers import read_text
 
 TEXT_FORMATS = ("auto", "text", "corpus")
 # Characters that end a Chinese sentence, and those that may follow the end and still
@@ -93,22 +94,6 @@ def expand_paths(paths: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _decode(path: Path) -> str:
-    """The file as text: strict UTF-8 (BOM dropped); other encodings stop with the line."""
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            path, line,
-            f"file is not valid UTF-8: byte(s) {data[err.start:err.end].hex(' ')} at byte offset "
-            f"{err.start}; re-encode it as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 IN > OUT`",
-        ) from None
-
-
 def detect_text_format(path: Path, text: str) -> str:
     """"corpus" for a labelled file `read_corpus` reads, "text" for plain text.
 
@@ -136,7 +121,7 @@ def read_text_file(path: Path, text_format: str = "auto") -> list[str]:
     """
     if text_format not in TEXT_FORMATS:
         raise ValueError(f"text format must be one of {', '.join(TEXT_FORMATS)}, got {text_format!r}")
-    text = _decode(path)
+    text = read_text(os.fspath(path))
     kind = detect_text_format(path, text) if text_format == "auto" else text_format
     if kind == "corpus":
         from albert_ner.data.readers import read_corpus
