@@ -365,9 +365,26 @@ class JobPlan:
     notes: list
 
 
+def _job_paths_and_resume(values: dict, paths, job, notes: list) -> None:
+    """Shared by training and pretraining jobs: resolves path hyperparameters against the code
+    dir and channels, lets the job's model dir win over `output_dir`, and resumes from a
+    checkpoint when SageMaker synced one in (spot restarts)."""
+    from albert_ner.model.config import PRESETS
+
+    for key in PATH_FIELDS:
+        value = values.get(key)
+        if value and not (key == "model_config" and value in PRESETS):
+            values[key] = _resolve_path(key, value, paths, job.channels)
+    if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
+        notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")
+    values.pop("output_dir", None)
+    values.setdefault("checkpoint_dir", str(paths.checkpoints))
+    if "resume" not in values:
+        values["resume"] = has_checkpoint(Path(values["checkpoint_dir"]))
+
+
 def plan_job(job: JobEnvironment) -> JobPlan:
     """Maps a job's hyperparameters, channels and hosts onto TrainArgs (no training yet)."""
-    from albert_ner.model.config import PRESETS
     from albert_ner.train.loop import TrainArgs
 
     paths = job.paths
@@ -412,19 +429,7 @@ def plan_job(job: JobEnvironment) -> JobPlan:
             notes.append("no validation data (no validation channel, no dev.txt): training without evaluation")
     test_file = find_data_file(data_dir, TEST_NAMES, "test_file") if switches.get("do_predict") else None
 
-    for key in PATH_FIELDS:
-        value = values.get(key)
-        if value and not (key == "model_config" and value in PRESETS):
-            values[key] = _resolve_path(key, value, paths, job.channels)
-
-    if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
-        notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")
-    values.pop("output_dir", None)
-
-    # Spot/resume: checkpoints live where SageMaker syncs them; resume when one is there.
-    values.setdefault("checkpoint_dir", str(paths.checkpoints))
-    if "resume" not in values:
-        values["resume"] = has_checkpoint(Path(values["checkpoint_dir"]))
+    _job_paths_and_resume(values, paths, job, notes)
 
     # Only the chief's model goes to model.tar.gz; other hosts write theirs out of the way.
     if job.is_chief:
@@ -471,7 +476,6 @@ class PretrainPlan:
 def plan_pretraining(job: JobEnvironment) -> PretrainPlan:
     """Maps a pretraining job onto PretrainArgs: text from the `pretraining` channel (every
     file in it), else the training file of the `training` channel (its text side)."""
-    from albert_ner.model.config import PRESETS
     from albert_ner.pretrain.loop import PretrainArgs
 
     if len(job.hosts) > 1:
@@ -495,16 +499,7 @@ def plan_pretraining(job: JobEnvironment) -> PretrainPlan:
         found = ", ".join(job.channels) or "none"
         raise ContractError(f"missing input channel 'pretraining' (channels given: {found})")
 
-    for key in PATH_FIELDS:
-        value = values.get(key)
-        if value and not (key == "model_config" and value in PRESETS):
-            values[key] = _resolve_path(key, value, paths, job.channels)
-    if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
-        notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")
-    values.pop("output_dir", None)
-    values.setdefault("checkpoint_dir", str(paths.checkpoints))
-    if "resume" not in values:
-        values["resume"] = has_checkpoint(Path(values["checkpoint_dir"]))
+    _job_paths_and_resume(values, paths, job, notes)
     try:
         args = PretrainArgs(text_files=text_files, output_dir=str(paths.model), **values)
     except ValueError as err:
