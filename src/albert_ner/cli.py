@@ -113,6 +113,21 @@ def _filter_native_lines(lines: list[str], level: int) -> list[str]:
     return kept
 
 
+PRECISION_HELP = ("auto: mixed bf16 on a GPU of compute capability >= 8.0 or a CPU with AVX512-BF16/AMX-BF16, "
+                  "fp16 on a 7.x GPU, else fp32 (and fp32 for the chars BiLSTM-CRF, which bf16 does not speed up); "
+                  "the log's `precision:` line says what was picked and why. fp32, bf16 or fp16 force a precision")
+
+
+def add_determinism_options(group) -> None:
+    """--deterministic auto|on|off and its older spelling --no-deterministic (train and pretrain)."""
+    group.add_argument("--deterministic", default="auto", choices=["auto", "on", "off"],
+                       help="TensorFlow op determinism: bit-identical reruns and resumes. auto: on for CPU runs, "
+                       "off when a GPU is visible (some GPU kernels have no deterministic version and raise)")
+    # The older flag; SUPPRESS keeps it from overwriting --deterministic's default.
+    group.add_argument("--no-deterministic", dest="deterministic", action="store_const", const="off",
+                       default=argparse.SUPPRESS, help="same as --deterministic off (kept for older scripts)")
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -154,7 +169,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--warmup-proportion", type=float, default=0.1, help="fraction of steps of linear warm-up")
     t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)")
     t.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clipping (0 = off)")
-    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="fp32, or mixed precision (bf16 on CPU/TPU/Ampere, fp16 on older GPUs); the CRF always runs in float32")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP + "; the CRF always runs in float32")
     t.add_argument("--seed", type=int, default=42, help="seed for init, dropout and batch order")
     r = p.add_argument_group("evaluation and checkpoints")
     r.add_argument("--eval-every", type=int, default=500, help="evaluate on the dev set every N steps (and at the end)")
@@ -163,8 +178,7 @@ def _add_train_parser(sub) -> None:
     r.add_argument("--checkpoint-dir", help="where checkpoints go (default OUTPUT_DIR/checkpoints)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     r.add_argument("--no-export", dest="export", action="store_false", help="skip the SavedModel export at the end")
-    r.add_argument("--no-deterministic", dest="deterministic", action="store_false",
-                   help="allow non-deterministic TF kernels (reruns and resumes are then not bit-identical)")
+    add_determinism_options(r)
 
 
 def _cmd_train(args) -> int:

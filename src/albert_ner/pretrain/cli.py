@@ -8,6 +8,8 @@ import dataclasses
 
 def add_pretrain_parser(sub) -> None:
     """Adds `pretrain` to the `albert-ner` subparsers."""
+    from albert_ner.cli import PRECISION_HELP, add_determinism_options  # shared with `train`
+
     p = sub.add_parser(
         "pretrain",
         help="masked-LM pretraining of the encoder on unlabelled text (domain adaptation)",
@@ -48,7 +50,7 @@ def add_pretrain_parser(sub) -> None:
     t.add_argument("--warmup-proportion", type=float, default=0.1, help="fraction of steps of linear warm-up")
     t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/LayerNorm)")
     t.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clipping (0 = off)")
-    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="fp32, or mixed precision (bf16 on CPU/TPU/Ampere)")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
     t.add_argument("--seed", type=int, default=42, help="seed for init, batch order, masks and the held-out split")
     r = p.add_argument_group("evaluation and checkpoints")
     r.add_argument("--eval-every", type=int, default=500, help="evaluate on the held-out lines every N steps (and at the end)")
@@ -56,8 +58,7 @@ def add_pretrain_parser(sub) -> None:
     r.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps (default: --eval-every)")
     r.add_argument("--checkpoint-dir", help="where checkpoints go (default OUTPUT_DIR/checkpoints)")
     r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
-    r.add_argument("--no-deterministic", dest="deterministic", action="store_false",
-                   help="allow non-deterministic TF kernels (reruns and resumes are then not bit-identical)")
+    add_determinism_options(r)
 
 
 def cmd_pretrain(args) -> int:

@@ -27,6 +27,18 @@ import numpy as np
 
 from albert_ner.model_dir import write_json
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
+from albert_ner.train.runtime import (
+    check_precision,
+    detect_hardware,
+    format_eta,
+    loss_scale,
+    normalize_determinism,
+    resolve_determinism,
+    resolve_precision,
+    restore_policy,
+    set_precision,
+    unscale,
+)
 
 DEFAULT_LR_SCRATCH = 1e-3  # as `train` from random init
 DEFAULT_LR_PRETRAINED = 1e-4  # continuing a pretrained encoder on domain text
@@ -55,7 +67,7 @@ class PretrainArgs:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     clip_norm: float = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"  # as `train`: auto, fp32, bf16 or fp16 (train.runtime)
     seed: int = 42
     eval_every: int = 500
     log_every: int = 50
@@ -65,7 +77,7 @@ class PretrainArgs:
     heldout_fraction: float = 0.02
     heldout_max: int = 2000
     max_lines: int | None = None
-    deterministic: bool = True
+    deterministic: str | bool = "auto"  # as `train`: auto (on for CPU, off with a GPU), on, off
 
     def __post_init__(self):
         if isinstance(self.text_files, (str, Path)):
@@ -77,8 +89,8 @@ class PretrainArgs:
             raise ValueError("max_seq_length must be at least 3 ([CLS], one character, [SEP])")
         if self.batch_size < 1:
             raise ValueError("batch_size must be positive")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        check_precision(self.precision)
+        self.deterministic = normalize_determinism(self.deterministic)
         for name in ("max_steps", "epochs", "max_minutes", "max_lines"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -127,7 +139,6 @@ class Pretrainer:
         from albert_ner.model.mlm import MaskedLM
         from albert_ner.pretrain.masking import MaskingSpec, word_start_flags
         from albert_ner.text.tokenizer import CharTokenizer
-        from albert_ner.train.loop import _set_precision
         from albert_ner.train.optimizer import make_optimizer
 
         self.output_dir = Path(args.output_dir)
@@ -136,9 +147,12 @@ class Pretrainer:
         self.metrics_path = self.output_dir / "metrics.jsonl"
 
         keras.utils.set_random_seed(args.seed)
-        if args.deterministic:
+        hardware = detect_hardware()
+        determinism = resolve_determinism(args.deterministic, hardware)
+        log(f"deterministic ops: {'on' if determinism.value else 'off'} ({determinism.reason})")
+        if determinism.value:
             tf.config.experimental.enable_op_determinism()
-        _set_precision(args.precision)
+        self.deterministic_used = determinism.value
 
         pretrained, vocab = load_pretrained_and_vocab(
             args.init_checkpoint, args.checkpoint_layout, args.vocab_file, lines, log
@@ -159,6 +173,12 @@ class Pretrainer:
                 f"{self.encoder_config.max_position_embeddings} position embeddings"
             )
         self.spec = MaskingSpec.from_vocab(vocab, args.max_seq_length, args.mask_rate)
+        # After the encoder is known, before the model is built (layers take the policy
+        # then); run() puts the previous policy back, since it is process-wide.
+        precision = resolve_precision(args.precision, self.encoder_config.model_type, hardware)
+        self.precision = precision.value
+        log(f"precision: {self.precision} ({precision.reason})")
+        self._previous_policy = set_precision(self.precision)
 
         # Held-out lines (whole documents) first, then pieces that fit the window.
         window = args.max_seq_length - 2
@@ -216,7 +236,7 @@ class Pretrainer:
         log(
             f"model: {self.encoder_config.model_type} (hidden {self.encoder_config.hidden_size}, "
             f"{self.encoder_config.num_hidden_layers} layers) + masked-LM head, {n_params:,} "
-            f"trainable parameters, learning rate {self.learning_rate:g}, precision {args.precision}"
+            f"trainable parameters, learning rate {self.learning_rate:g}, precision {self.precision}"
         )
         self._build_functions()
 
@@ -224,12 +244,10 @@ class Pretrainer:
     def _build_functions(self) -> None:
         import tensorflow as tf
 
-        from albert_ner.train.loop import _unscale
-
         model, optimizer = self.model, self.optimizer
         variables = model.trainable_variables
         # fp16 needs loss scaling so small gradients survive; bf16 has fp32's exponent range.
-        loss_scale = 1024.0 if self.args.precision == "fp16" else 1.0
+        scale = loss_scale(self.precision)
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.float32)]
 
@@ -238,10 +256,10 @@ class Pretrainer:
             with tf.GradientTape() as tape:
                 loss_sum, correct, count = model.masked_lm_sums(input_ids, positions, labels, weights, training=True)
                 loss = loss_sum / tf.maximum(count, 1.0)  # mean over the batch's predictions
-                scaled = loss * loss_scale
+                scaled = loss * scale
             grads = tape.gradient(scaled, variables)
-            if loss_scale != 1.0:
-                grads = [_unscale(g, loss_scale) for g in grads]
+            if scale != 1.0:
+                grads = [unscale(g, scale) for g in grads]
             optimizer.apply_gradients(zip(grads, variables))
             return loss
 
@@ -287,9 +305,14 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:  # the mixed-precision policy is process-wide: later models get the old one
+            restore_policy(self._previous_policy)
+
+    def _run(self) -> dict:
         from albert_ner.train.batching import epoch_batches
         from albert_ner.train.budget import TimeBudget
-        from albert_ner.train.loop import _format_eta
 
         args = self.args
         checkpoint_every = args.checkpoint_every or args.eval_every
@@ -366,7 +389,7 @@ class Pretrainer:
                     f"step {step}/{state['total_steps']} ({100 * step / state['total_steps']:.0f}%) "
                     f"epoch {step / self.steps_per_epoch:.2f} "
                     f"mlm loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
-                    f"{rate:.1f} samples/s ETA {_format_eta(per_step * (state['total_steps'] - step))}"
+                    f"{rate:.1f} samples/s ETA {format_eta(per_step * (state['total_steps'] - step))}"
                 )
             if step % args.eval_every == 0 or last:
                 eval_seconds = self._evaluate_and_record(state)
@@ -422,11 +445,12 @@ class Pretrainer:
     def _write_run_files(self) -> None:
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate
+        args["precision_used"] = self.precision  # what `auto` (or the option) came to
+        args["deterministic_used"] = self.deterministic_used
         write_json(self.output_dir / "pretraining_args.json", args)
 
     def _finish(self, state: dict) -> dict:
         from albert_ner.checkpoints.native import write_encoder_dir
-        from albert_ner.train.loop import _format_eta
 
         records = self.read_metrics()
         final = dict(records[-1] if records else {}, steps=state["step"])
@@ -434,7 +458,7 @@ class Pretrainer:
         write_encoder_dir(self.output_dir, self.model.encoder, self.vocab, mlm_head=self.model.mlm)
         log(f"wrote the pretrained encoder to {self.output_dir} "
             f"(use it with: albert-ner train --init-checkpoint {self.output_dir} ...)")
-        log(f"done: {state['step']} steps in {_format_eta(state['train_seconds'])} of training")
+        log(f"done: {state['step']} steps in {format_eta(state['train_seconds'])} of training")
         return final
 
 

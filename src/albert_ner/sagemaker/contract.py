@@ -232,6 +232,24 @@ def coerce(key: str, value, type_name: str):
     raise ContractError(f"hyperparameter {key}: expected a string, got {value!r}")
 
 
+def _check_choice(key: str, field: str, value):
+    """Validates the fields that take fixed words, so a typo fails as one line naming the key.
+
+    precision: auto (the default: picked from the job's hardware), fp32, bf16 or fp16.
+    deterministic: auto, on or off; the older true/false (and 1/0, yes/no) still work.
+    """
+    from albert_ner.train.runtime import check_precision, normalize_determinism
+
+    try:
+        if field == "precision":
+            return check_precision(value)
+        if field == "deterministic":
+            return normalize_determinism(value)
+    except ValueError as err:
+        raise ContractError(f"hyperparameter {key}: {err}") from None
+    return value
+
+
 def _train_fields() -> dict:
     from albert_ner.train.loop import TrainArgs
 
@@ -278,7 +296,7 @@ def parse_hyperparameters(raw: dict, fields: dict | None = None) -> tuple[dict, 
             raise ContractError(f"unknown hyperparameter {key!r}{hint}; names are the `albert-ner {command}` options with underscores")
         if field in train:
             raise ContractError(f"hyperparameter {key} sets {field}, which another key already set")
-        train[field] = coerce(key, value, fields[field])
+        train[field] = _check_choice(key, field, coerce(key, value, fields[field]))
     if job.get("task_name") not in (None, "") and job["task_name"].lower() != "ner":
         raise ContractError(f"hyperparameter task_name: only 'ner' is supported, got {job['task_name']!r}")
     if job.get("task") not in (None, "") and job["task"].lower() not in TASKS:

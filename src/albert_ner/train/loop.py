@@ -26,6 +26,18 @@ from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_jso
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
 from albert_ner.train.recipe import describe as describe_recipe
 from albert_ner.train.recipe import fill_defaults
+from albert_ner.train.runtime import (
+    check_precision,
+    detect_hardware,
+    format_eta,
+    loss_scale,
+    normalize_determinism,
+    resolve_determinism,
+    resolve_precision,
+    restore_policy,
+    set_precision,
+    unscale,
+)
 
 
 
@@ -69,23 +81,26 @@ class TrainArgs:
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     classifier_dropout: float | None = None
-    precision: str = "fp32"
+    # "auto" picks from the hardware and the model (train.runtime.resolve_precision) once the
+    # recipe is known; fp32, bf16 and fp16 force a precision.
+    precision: str = "auto"
     seed: int = 42
     resume: bool = False
     checkpoint_dir: str | None = None
     max_train_sentences: int | None = None
     export: bool = True
-    # Bit-identical reruns and resumes (TF op determinism). Some GPU kernels have no
-    # deterministic version; --no-deterministic trades reproducibility for them.
-    deterministic: bool = True
+    # Bit-identical reruns and resumes (TF op determinism): "on", "off", or "auto" = on for
+    # CPU runs, off when a GPU is visible (some GPU kernels have no deterministic version
+    # and raise). True/False, the older spelling, are accepted and mean on/off.
+    deterministic: str | bool = "auto"
 
     def __post_init__(self):
         if self.max_seq_length < 3:
             raise ValueError("max_seq_length must be at least 3 ([CLS], one character, [SEP])")
         if self.batch_size < 1:
             raise ValueError("batch_size must be positive")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        check_precision(self.precision)
+        self.deterministic = normalize_determinism(self.deterministic)
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be positive")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -98,31 +113,14 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def _set_precision(precision: str) -> None:
-    import keras
-
-    policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
-    keras.mixed_precision.set_global_policy(policy)
-
-
-def _unscale(grad, scale: float):
-    """grad / scale; embedding gradients arrive as IndexedSlices, which `/` does not take."""
-    import tensorflow as tf
-
-    if isinstance(grad, tf.IndexedSlices):
-        return tf.IndexedSlices(grad.values / scale, grad.indices, grad.dense_shape)
-    return grad / scale
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 class Trainer:
-    """Holds the model, optimizers and data of one run; `run()` trains to the end."""
+    """Holds the model, optimizers and data of one run; `run()` trains to the end.
 
-    def __init__(self, args: TrainArgs, strategy=None):
+    `jit_compile` XLA-compiles the training step (benchmarks/gpu_throughput.py). XLA compiles
+    once per batch shape, so it pays only when batches are padded to one shape; off by default.
+    """
+
+    def __init__(self, args: TrainArgs, strategy=None, jit_compile: bool = False):
         import keras
         import tensorflow as tf
 
@@ -138,11 +136,17 @@ class Trainer:
         self.checkpoint_dir = Path(args.checkpoint_dir or self.model_dir.checkpoints)
         self.strategy = strategy or default_strategy()
         self.is_chief = getattr(self.strategy, "is_chief", True)
+        if jit_compile and self.strategy.num_replicas_in_sync > 1:
+            raise ValueError("jit_compile needs a single replica (one device)")
+        self.jit_compile = jit_compile
 
         keras.utils.set_random_seed(args.seed)
-        if args.deterministic:
+        hardware = detect_hardware()
+        determinism = resolve_determinism(args.deterministic, hardware)
+        log(f"deterministic ops: {'on' if determinism.value else 'off'} ({determinism.reason})")
+        if determinism.value:
             tf.config.experimental.enable_op_determinism()
-        _set_precision(args.precision)
+        self.deterministic_used = determinism.value
 
         train = read_corpus(args.train_file, format=args.data_format, scheme=args.source_scheme, overlaps=args.overlaps)
         self._report_repairs(train)
@@ -179,6 +183,13 @@ class Trainer:
         self.args = args
         self.learning_rate = args.learning_rate
         log(f"recipe: {describe_recipe(args, pretrained is not None)}")
+        # Resolved only now: `auto` depends on the model type the recipe settled on. The
+        # policy must be in place before the model is built (layers take it then); run()
+        # puts the previous one back at the end, since the policy is process-wide.
+        precision = resolve_precision(args.precision, self.encoder_config.model_type, hardware)
+        self.precision = precision.value
+        log(f"precision: {self.precision} ({precision.reason})")
+        self._previous_policy = set_precision(self.precision)
 
         self.features = make_features(examples, self.tokenizer, self.tagset, args.max_seq_length)
         self.lengths = [len(f) for f in self.features]
@@ -241,7 +252,7 @@ class Trainer:
             f"(hidden {self.encoder_config.hidden_size}, {self.encoder_config.num_hidden_layers} "
             f"layers), head {args.head}, {n_params:,} trainable parameters, "
             f"learning rate {self.learning_rate:g} (CRF {args.crf_learning_rate:g}), "
-            f"{self.strategy.num_replicas_in_sync} replica(s), precision {args.precision}"
+            f"{self.strategy.num_replicas_in_sync} replica(s), precision {self.precision}"
         )
         self._build_functions()
         self.window = args.max_seq_length - 2
@@ -258,18 +269,17 @@ class Trainer:
         import tensorflow as tf
 
         model, strategy = self.model, self.strategy
-        fp16 = self.args.precision == "fp16"
         # fp16 needs loss scaling so small gradients survive; bf16 has fp32's exponent range.
-        loss_scale = 1024.0 if fp16 else 1.0
+        scale = loss_scale(self.precision)
 
         def step_fn(input_ids, tag_ids, global_batch):
             with tf.GradientTape() as tape:
                 losses = model.sentence_losses(input_ids, tag_ids, training=True)
                 loss = tf.reduce_sum(losses) / tf.cast(global_batch, tf.float32)
-                scaled = loss * loss_scale
+                scaled = loss * scale
             grads = tape.gradient(scaled, self.main_vars + self.crf_vars)
-            if loss_scale != 1.0:
-                grads = [_unscale(g, loss_scale) for g in grads]
+            if scale != 1.0:
+                grads = [unscale(g, scale) for g in grads]
             n = len(self.main_vars)
             self.optimizer.apply_gradients(zip(grads[:n], self.main_vars))
             if self.crf_optimizer is not None:
@@ -282,7 +292,7 @@ class Trainer:
             tf.TensorSpec([], tf.int32),
         ]
         if strategy.num_replicas_in_sync == 1:
-            self._train_step = tf.function(step_fn, input_signature=spec)
+            self._train_step = tf.function(step_fn, input_signature=spec, jit_compile=self.jit_compile)
         else:
             replicas = strategy.num_replicas_in_sync
 
@@ -356,6 +366,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:  # the mixed-precision policy is process-wide: later models get the old one
+            restore_policy(self._previous_policy)
+
+    def _run(self) -> dict:
         from albert_ner.train.batching import epoch_batches
         from albert_ner.train.budget import TimeBudget
 
@@ -429,7 +445,7 @@ class Trainer:
                     f"({100 * step / self.total_steps:.0f}%) "
                     f"epoch {step / self.steps_per_epoch:.2f} "
                     f"loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
-                    f"{rate:.1f} samples/s ETA {_format_eta(eta)}"
+                    f"{rate:.1f} samples/s ETA {format_eta(eta)}"
                 )
             if step % args.eval_every == 0 or step == self.total_steps:
                 t0 = time.time()
@@ -513,6 +529,8 @@ class Trainer:
         })
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate
+        args["precision_used"] = self.precision  # what `auto` (or the option) came to
+        args["deterministic_used"] = self.deterministic_used
         write_json(md.training_args, args)
 
     def _finish(self, state: dict) -> dict:
@@ -523,13 +541,34 @@ class Trainer:
             final = dict(final, best_step=state["best_step"], best_entity_f1=state["best_f1"])
             write_json(md.final_metrics, final)
             if self.args.export:
-                from albert_ner.export import export_saved_model
-
-                load_weights(self.model, md.weights)
-                export_saved_model(self.model, md, self.tokenizer, self.tagset)
-                log(f"exported SavedModel (best step {state['best_step']}) to {md.saved_model}")
-        log(f"done: {state['step']} steps in {_format_eta(state['train_seconds'])} of training; model dir {md.path}")
+                self._export()
+                log(f"exported SavedModel (best step {state['best_step']}, float32) to {md.saved_model}")
+        log(f"done: {state['step']} steps in {format_eta(state['train_seconds'])} of training; model dir {md.path}")
         return final
+
+
+    def _export(self) -> None:
+        """Writes the SavedModel of the best weights, computing in float32 whatever the training
+        precision.
+
+        Mixed precision only speeds up training (the variables are float32 anyway). A SavedModel
+        traced under a bf16 policy would compute in bf16 wherever it is served: about 2x slower
+        on a CPU without AVX512-BF16, and on GPUs before compute capability 8.0. A mixed-precision
+        run therefore rebuilds the model from weights.npz under float32 — the same SavedModel
+        `albert-ner export` writes.
+        """
+        from albert_ner.export import export_model_dir, export_saved_model
+
+        md = self.model_dir
+        if self.precision == "fp32":
+            load_weights(self.model, md.weights)
+            export_saved_model(self.model, md, self.tokenizer, self.tagset)
+            return
+        previous = set_precision("fp32")
+        try:
+            export_model_dir(md.path)
+        finally:
+            restore_policy(previous)
 
 
 def run_training(args: TrainArgs, strategy=None) -> dict:

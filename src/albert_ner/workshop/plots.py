@@ -17,6 +17,21 @@ ARTICLE_CURVE = ((0, 0.01672), (1000, 0.9256), (2000, 0.9444), (2374, 0.948345))
 ARTICLE_FINAL = {"eval_f": 0.948345, "eval_precision": 0.9543, "eval_recall": 0.9426, "loss": 10.52}
 ARTICLE_SAMPLES_PER_SEC = 23.0
 ARTICLE_INSTANCE = "ml.p2.xlarge"
+# The setting behind that figure (../shared/ARTICLE.md steps 3-4), in the keys of
+# `runs.throughput_entry`. The article names no mixed precision and a K80 has no tensor cores,
+# so fp32 is assumed.
+ARTICLE_THROUGHPUT = {
+    "samples_per_sec": ARTICLE_SAMPLES_PER_SEC,
+    "device": f"GPU NVIDIA K80 ({ARTICLE_INSTANCE})",
+    "model": "ALBERT 12 layers x 768",
+    "precision": "fp32",
+    "precision_note": "assumed",
+    "batch_size": 64,
+    "max_seq_length": 128,
+}
+# What must match for two throughput figures to compare like with like (name on the chart).
+THROUGHPUT_CONDITIONS = (("device", "device"), ("model", "model size"), ("precision", "precision"),
+                         ("batch_size", "batch/seq"), ("max_seq_length", "batch/seq"))
 
 
 def _axes(ax=None, figsize=(7, 4)):
@@ -122,15 +137,60 @@ def plot_curves(runs: dict, metric: str = "eval_f", article: bool = True, ax=Non
     return fig
 
 
+def throughput_setting(entry: dict) -> str:
+    """'device | model | precision | B=.., T=..' for a bar's annotation (unknown parts left out)."""
+    parts = [entry.get("device"), entry.get("model")]
+    if entry.get("precision"):
+        note = f" ({entry['precision_note']})" if entry.get("precision_note") else ""
+        parts.append(f"{entry['precision']}{note}")
+    if entry.get("batch_size") and entry.get("max_seq_length"):
+        parts.append(f"B={entry['batch_size']}, T={entry['max_seq_length']}")
+    return " | ".join(p for p in parts if p)
+
+
+def throughput_differences(entry: dict, reference: dict = ARTICLE_THROUGHPUT) -> list[str]:
+    """The conditions (device, model size, precision, batch/seq) in which `entry` differs from
+    `reference`; a condition `entry` does not state counts as different."""
+    differing = []
+    for key, name in THROUGHPUT_CONDITIONS:
+        if entry.get(key) != reference.get(key) and name not in differing:
+            differing.append(name)
+    return differing
+
+
 def plot_throughput(rates: dict, ax=None):
-    """Training samples/s of our runs next to the article's 23 samples/s on ml.p2.xlarge."""
-    fig, ax = _axes(ax, figsize=(7, 3))
-    names = list(rates) + [f"article ({ARTICLE_INSTANCE}, ALBERT-base)"]
-    values = list(rates.values()) + [ARTICLE_SAMPLES_PER_SEC]
-    bars = ax.barh(names, values, color=["#5b8def"] * len(rates) + ["#444"])
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    """Training samples/s of our runs next to the article's 23 samples/s on ml.p2.xlarge.
+
+    Args:
+      rates: {run name: samples/s}, or {run name: entry} with an entry from
+        `runs.throughput_entry` (samples_per_sec, device, model, precision, batch_size,
+        max_seq_length). Every bar is annotated with its setting, and the title says in
+        which conditions the runs differ from the article's, so unlike settings are never
+        shown as a like-for-like comparison.
+    """
+    entries = {name: value if isinstance(value, dict) else {"samples_per_sec": value}
+               for name, value in rates.items()}
+    entries["article"] = ARTICLE_THROUGHPUT
+    fig, ax = _axes(ax, figsize=(9, 1.2 + 0.8 * len(entries)))
+    names = list(entries)[::-1]  # top to bottom in the order given, the article last
+    values = [entries[n]["samples_per_sec"] or 0.0 for n in names]
+    # Thin bars, each with its setting written just above it (never over the value label).
+    bars = ax.barh(names, values, height=0.45,
+                   color=["#888888" if n == "article" else "#5b8def" for n in names])
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8, padding=3)
+    for bar, name in zip(bars, names):
+        ax.annotate(throughput_setting(entries[name]) or "setting not recorded",
+                    (0, bar.get_y() + bar.get_height()), xytext=(2, 2), textcoords="offset points",
+                    va="bottom", fontsize=7)
+    ax.set_xlim(0, max(values) * 1.15 or 1.0)
+    ax.set_ylim(-0.5, len(names) - 0.3)  # room for the top bar's setting line
     ax.set_xlabel("training samples / s")
-    ax.set_title("Throughput")
+    differing = sorted({d for n in names if n != "article" for d in throughput_differences(entries[n])})
+    if differing:
+        ax.set_title(f"Throughput - NOT like for like: {', '.join(differing)} differ from the article's",
+                     fontsize=9)
+    else:
+        ax.set_title("Throughput - same device, model size, precision and batch/seq as the article", fontsize=9)
     return fig
 
 

@@ -130,6 +130,45 @@ def throughput(records: list[dict]) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def model_shape(encoder: dict, lstm_units: int | None = None) -> str:
+    """A model's size in a few words: 'ALBERT 12 layers x 768' or 'chars BiLSTM(128)-CRF, emb 128'."""
+    kind = encoder.get("model_type", "albert")
+    if kind == "chars":
+        return f"chars BiLSTM({lstm_units or 0})-CRF, emb {encoder.get('hidden_size')}"
+    shape = f"{kind.upper()} {encoder.get('num_hidden_layers')} layers x {encoder.get('hidden_size')}"
+    return shape + (f" + BiLSTM({lstm_units})" if lstm_units else "")
+
+
+def throughput_entry(model_dir: str | os.PathLike, samples_per_sec: float | None = None,
+                     device: str | None = None) -> dict:
+    """A run's throughput and the conditions it was measured in, for `plots.plot_throughput`.
+
+    Args:
+      model_dir: a model directory written by `train` (its model_config.json and
+        training_args.json say the model size, precision used and batch/seq).
+      samples_per_sec: the run's rate (default: `throughput` of its metrics).
+      device: what it trained on (default: this machine, `train.runtime.detect_hardware`).
+    Returns:
+      {"samples_per_sec", "device", "model", "precision", "batch_size", "max_seq_length"}.
+    """
+    md = ModelDir(model_dir)
+    config = md.load_model_config()
+    options = json.loads(md.training_args.read_text(encoding="utf-8")) if md.training_args.exists() else {}
+    if device is None:
+        from albert_ner.train.runtime import detect_hardware
+
+        device = detect_hardware().describe()
+    return {
+        "samples_per_sec": throughput(md.read_metrics()) if samples_per_sec is None else samples_per_sec,
+        "device": device,
+        "model": model_shape(config["encoder"], config.get("lstm_units")),
+        # Older model dirs have no precision_used; their `precision` was always explicit.
+        "precision": options.get("precision_used", options.get("precision")),
+        "batch_size": options.get("batch_size"),
+        "max_seq_length": config.get("max_seq_length", options.get("max_seq_length")),
+    }
+
+
 def summary_frame(runs: list[Run]):
     """One row per run: route, steps, last eval_f / entity F1, best entity F1, samples/s."""
     import pandas as pd
