@@ -5,10 +5,14 @@
 #
 #   benchmarks/recipes_msra.sh MSRA_DIR OUT_DIR [MINUTES] [RECIPE ...]
 #   RECIPE: bilstm (default recipe: chars + bigrams + BiLSTM-CRF), albert (ALBERT-tiny-CRF from
-#           random init, the article's model shape), albert-bilstm (ALBERT-tiny + BiLSTM-CRF)
+#           random init, the article's model shape), albert-bilstm (ALBERT-tiny + BiLSTM-CRF),
+#           and each of them with "-pretrained": half the budget masked-LM pretraining on the
+#           text of train.txt (`albert-ner pretrain`), the other half fine-tuning from it — equal
+#           total compute.
 #
-# Each run writes OUT_DIR/RECIPE/{train.log,model/,test.json}; a summary line per recipe goes
-# to OUT_DIR/summary.tsv (recipe, minutes, steps, dev entity F1, test entity F1, wall seconds).
+# Each run writes OUT_DIR/RECIPE/{train.log,model/,test.json} (and pretrain.log, encoder/); a
+# summary line per recipe goes to OUT_DIR/summary.tsv (recipe, minutes, steps, dev entity F1,
+# test entity F1, wall seconds of both phases).
 set -euo pipefail
 MSRA_DIR=${1:?usage: recipes_msra.sh MSRA_DIR OUT_DIR [MINUTES] [RECIPE ...]}
 OUT=${2:?usage: recipes_msra.sh MSRA_DIR OUT_DIR [MINUTES] [RECIPE ...]}
@@ -20,11 +24,19 @@ PYTHON=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 
 recipe_options() {
-  case "$1" in
+  case "${1%-pretrained}" in
     bilstm) echo "" ;;  # the CLI's defaults without a checkpoint
-    albert) echo "--model-config tiny --lstm-units 0 --bigram-buckets 0 --bigram-size 0 --precision bf16" ;;
-    albert-bilstm) echo "--model-config tiny --lstm-units 128 --bigram-buckets 0 --bigram-size 0 --precision bf16" ;;
+    albert) echo "--model-config tiny --lstm-units 0 --bigram-buckets 0 --bigram-size 0" ;;
+    albert-bilstm) echo "--model-config tiny --lstm-units 128 --bigram-buckets 0 --bigram-size 0" ;;
     *) echo "unknown recipe $1" >&2; exit 2 ;;
+  esac
+}
+
+# The encoder a pretrained recipe pretrains (the stack its fine-tuning starts from).
+pretrain_options() {
+  case "${1%-pretrained}" in
+    bilstm) echo "--model-config chars" ;;
+    *) echo "--model-config tiny" ;;
   esac
 }
 
@@ -32,10 +44,22 @@ for recipe in "${RECIPES[@]}"; do
   dir="$OUT/$recipe"
   mkdir -p "$dir"
   started=$(date +%s)
+  train_minutes=$MINUTES
+  init=()
+  if [[ "$recipe" == *-pretrained ]]; then
+    train_minutes=$(python3 -c "print($MINUTES / 2)")
+    # shellcheck disable=SC2046
+    "$PYTHON" -m albert_ner.cli pretrain --text-file "$MSRA_DIR/train.txt" --output-dir "$dir/encoder" \
+        --max-minutes "$train_minutes" --batch-size 64 --eval-every 1000 --log-every 200 --seed 42 \
+        $(pretrain_options "$recipe") 2>&1 | tee "$dir/pretrain.log"
+    # A few minutes of pretraining from random init is far from a downloaded checkpoint:
+    # fine-tune with the from-scratch learning rate, not the 5e-5 meant for those.
+    init=(--init-checkpoint "$dir/encoder" --learning-rate 1e-3)
+  fi
   # shellcheck disable=SC2046
   "$PYTHON" -m albert_ner.cli train --train-file "$MSRA_DIR/train.txt" --dev-file "$MSRA_DIR/dev.txt" \
-      --output-dir "$dir/model" --max-minutes "$MINUTES" --batch-size 64 --eval-every 1000 \
-      --log-every 200 --seed 42 $(recipe_options "$recipe") 2>&1 | tee "$dir/train.log"
+      --output-dir "$dir/model" --max-minutes "$train_minutes" --batch-size 64 --eval-every 1000 \
+      --log-every 200 --seed 42 $(recipe_options "$recipe") "${init[@]}" 2>&1 | tee "$dir/train.log"
   wall=$(( $(date +%s) - started ))
   "$PYTHON" -m albert_ner.cli evaluate --model-dir "$dir/model" --data-file "$MSRA_DIR/test.txt" --json > "$dir/test.json"
   "$PYTHON" - "$recipe" "$MINUTES" "$dir" "$wall" >> "$OUT/summary.tsv" <<'EOF'

@@ -370,3 +370,30 @@ def test_runner_parameters_and_secret_check(tmp_path):
     result = pr.NotebookResult("nb.ipynb", out, 1.0)
     assert pr.check_no_secrets([result], {"AWS_ACCESS_KEY_ID": "AKIAPLANTED99"}) == [("nb.ipynb", "AWS_ACCESS_KEY_ID")]
     assert pr.check_no_secrets([result], {"AWS_ACCESS_KEY_ID": "AKIAOTHER"}) == []
+
+
+def test_recipe_results_registry_loads_every_committed_run():
+    registry = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "recipes.json"
+    results = runs.load_recipe_results(registry)
+    assert len(results) >= 2
+    for result in results:
+        assert result.records and all("eval_f" in r and "epoch" in r for r in result.records)
+        assert 0.0 < result.test_entity_f1 < 1.0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from albert_ner.workshop import plots
+
+    fig = plots.plot_recipe_curves(results)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == len(results) + 1  # every run and the article
+    article = lines[-1]
+    # The article's 2,374 steps are its 3 epochs.
+    assert article.get_xdata()[-1] == pytest.approx(3.0)
+
+
+def test_recipe_results_registry_names_a_missing_run(tmp_path):
+    registry = tmp_path / "recipes.json"
+    registry.write_text(json.dumps({"runs": [{"name": "gone", "minutes": 1, "metrics": "gone/metrics.jsonl"}]}))
+    with pytest.raises(FileNotFoundError, match="'gone'"):
+        runs.load_recipe_results(registry)

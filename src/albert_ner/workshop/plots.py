@@ -137,6 +137,39 @@ def plot_curves(runs: dict, metric: str = "eval_f", article: bool = True, ax=Non
     return fig
 
 
+# The article's run: 3 epochs in 2,374 steps of 64 windows, i.e. about 791 steps per epoch.
+ARTICLE_STEPS_PER_EPOCH = 2374 / 3
+
+
+def plot_recipe_curves(results, metric: str = "eval_f", ax=None):
+    """Dev curves of full-MSRA recipe runs (`runs.load_recipe_results`) beside the article's.
+
+    The x axis is epochs (passes over MSRA train), the one unit all runs share: the recipes
+    use other batch sizes and step counts than the article. Each label carries the run's
+    device, training minutes and test entity F1.
+    """
+    fig, ax = _axes(ax, figsize=(8, 4.5))
+    styles = ("-", "--", ":", "-.")
+    for i, result in enumerate(results):
+        points = [(r["epoch"], r[metric]) for r in result.records if metric in r and "epoch" in r]
+        if not points:
+            continue
+        test = f", test entity F1 {result.test_entity_f1:.3f}" if result.test_entity_f1 is not None else ""
+        label = f"{result.name} ({result.device}, {result.minutes:g} min{test})"
+        ax.plot(*zip(*points), marker="o", markersize=3, linestyle=styles[i % len(styles)], label=label)
+    if metric == "eval_f":
+        epochs = [step / ARTICLE_STEPS_PER_EPOCH for step, _ in ARTICLE_CURVE]
+        ax.plot(epochs, [v for _, v in ARTICLE_CURVE], color="black", marker="s",
+                label="article: ALBERT-base, pretrained, GPU K80 (eval_f)")
+    ax.set_xlabel("epoch (passes over MSRA train)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{metric} on MSRA dev: each recipe on CPU vs the article")
+    return fig
+
+
 def throughput_setting(entry: dict) -> str:
     """'device | model | precision | B=.., T=..' for a bar's annotation (unknown parts left out)."""
     parts = [entry.get("device"), entry.get("model")]

@@ -211,3 +211,39 @@ def max_curve_difference(runs: list[Run], metric: str = "eval_f") -> float:
     if any(set(s) != steps for s in series[1:]):
         return float("inf")
     return max((abs(s[k] - series[0][k]) for s in series[1:] for k in steps), default=0.0)
+
+
+@dataclasses.dataclass
+class RecipeResult:
+    """A full-MSRA benchmark run of one recipe (`benchmarks/results/recipes.json`)."""
+
+    name: str
+    minutes: float
+    device: str
+    records: list[dict]
+    test_entity_f1: float | None
+
+
+def load_recipe_results(registry: str | os.PathLike) -> list[RecipeResult]:
+    """The recipe runs a `recipes.json` registry lists, with their dev curves and test F1.
+
+    Args:
+      registry: path of the JSON file; its "runs" name a metrics.jsonl and a test-score JSON
+        (any file with "entity_f1" or "test_entity_f1") relative to the registry's folder.
+    Raises:
+      FileNotFoundError naming the registry entry whose files are missing.
+    """
+    registry = Path(registry)
+    listing = json.loads(registry.read_text(encoding="utf-8"))
+    results = []
+    for entry in listing["runs"]:
+        metrics = registry.parent / entry["metrics"]
+        if not metrics.is_file():
+            raise FileNotFoundError(f"{registry}: run {entry['name']!r} names {metrics}, which does not exist")
+        records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        test_f1 = None
+        if entry.get("test"):
+            scores = json.loads((registry.parent / entry["test"]).read_text(encoding="utf-8"))
+            test_f1 = scores.get("entity_f1", scores.get("test_entity_f1"))
+        results.append(RecipeResult(entry["name"], float(entry["minutes"]), entry.get("device", ""), records, test_f1))
+    return results
