@@ -1,19 +1,21 @@
 """Dynamic batching (`serving.batcher`) with a stand-in predictor (no TensorFlow), then the real
-server: concurrent requests share model calls, and every answer is still its own.
+server: concurrent requests share model calls, and every answer is still its own. Backpressure:
+past the queue limit a request gets 503 with Retry-After, and the server goes on serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from serving_helpers import ThreadServer, request
+from serving_helpers import ThreadServer, error_of, request
 
 from albert_ner.data.example import Example
-from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady
+from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady, Overloaded
 from albert_ner.serving.loadtest import run_load_test, same_entities
 
 
@@ -58,6 +60,7 @@ def test_concurrent_requests_share_model_calls_and_keep_their_own_answers():
     assert len(calls) < len(requests) / 2, calls
     assert sorted(t for call in calls for t in call) == sorted(t for r in requests for t in r)
     assert batcher.requests == len(requests) and batcher.model_calls == len(calls)
+    assert batcher.texts == sum(map(len, requests)) and batcher.model_seconds >= 0.02 * len(calls)
 
 
 def test_the_token_budget_bounds_a_merged_call():
@@ -127,6 +130,114 @@ def test_options_are_checked():
         DynamicBatcher(Recorder, max_batch_tokens=0)
     with pytest.raises(ValueError, match="timeout"):
         DynamicBatcher(Recorder, batch_timeout_s=-1)
+    with pytest.raises(ValueError, match="max_queue"):
+        DynamicBatcher(Recorder, max_queue=0)
+
+
+class Gate(Recorder):
+    """A model call that blocks until `open` (the warm-up excepted): the queue fills meanwhile."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+
+    def predict(self, texts):
+        self.calls.append(list(texts))
+        if len(self.calls) > 1:  # not the warm-up
+            self.gate.wait(30)
+        return [Example(t, []) for t in texts]
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_past_the_queue_limit_requests_are_refused_until_the_queue_drains():
+    gate = Gate()
+    batcher = started(gate, max_queue=2, batch_timeout_s=0)
+
+    async def main():
+        running = asyncio.ensure_future(batcher.predict(["running"]))
+        await asyncio.to_thread(wait_for, lambda: len(gate.calls) == 2)  # in the model call
+        queued = [asyncio.ensure_future(batcher.predict([f"queued {i}"])) for i in range(2)]
+        await asyncio.sleep(0)
+        assert batcher.waiting == 2
+        with pytest.raises(Overloaded, match="2 requests are waiting.*limit 2") as refused:
+            await batcher.predict(["one too many"])
+        assert refused.value.retry_after >= 1
+        gate.gate.set()
+        answers = await asyncio.gather(running, *queued)
+        after = await batcher.predict(["after"])  # the queue drained: accepted again
+        return answers, after
+
+    answers, after = asyncio.run(main())
+    batcher.close()
+    assert [a[0].text for a in answers] == ["running", "queued 0", "queued 1"] and after[0].text == "after"
+    assert batcher.rejected == 1 and all("one too many" not in call for call in gate.calls)
+
+
+def test_retry_after_is_the_time_the_queue_ahead_should_take():
+    batcher = DynamicBatcher(Recorder)
+    assert batcher._retry_after(100) == 1  # nothing measured yet
+    batcher.requests, batcher.model_seconds = 10, 0.5  # 50 ms a request
+    assert batcher._retry_after(100) == 5 and batcher._retry_after(1) == 1
+
+
+# ---------------------------------------------------------------- servers over stand-ins
+def test_the_server_answers_503_with_retry_after_past_the_queue_limit(tmp_path):
+    gate = Gate()
+    server = ThreadServer(tmp_path, batcher=DynamicBatcher(lambda: gate, max_queue=1, batch_timeout_s=0))
+    try:
+        assert server.wait_loaded()
+        url = server.url + "/invocations"
+        answers = {}
+
+        def send(name):
+            answers[name] = request(url, name.encode(), "text/plain")
+
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        wait_for(lambda: len(gate.calls) == 2)  # the first request is in the model
+        second = threading.Thread(target=send, args=("second",))
+        second.start()
+        wait_for(lambda: server.batcher.waiting == 1)
+        refused = request(url, b"third", "text/plain")
+        status, message = error_of(refused)
+        assert status == 503 and "1 requests are waiting" in message and "ALBERT_NER_MAX_QUEUE" in message
+        assert int(refused[1]["Retry-After"]) >= 1
+        gate.gate.set()
+        first.join(30)
+        second.join(30)
+        assert [answers[n][0] for n in ("first", "second")] == [200, 200]
+        assert json.loads(request(server.url + "/ping")[2])["rejected"] == 1
+        status, _, out = request(url, b"later", "text/plain")
+        assert status == 200 and json.loads(out)["text"] == "later"
+    finally:
+        gate.gate.set()
+        server.stop()
+
+
+def test_a_load_test_against_a_tiny_queue_counts_busy_refusals_and_nothing_else(tmp_path):
+    """A slow stand-in model and room for one waiting request: many 503s, no other 5xx,
+    every answer that is not a refusal right, and the server still serving afterwards."""
+    server = ThreadServer(tmp_path, batcher=DynamicBatcher(lambda: Recorder(delay=0.03), max_queue=1))
+    try:
+        assert server.wait_loaded()
+        texts = [f"第{i}句，李鹏在北京。" for i in range(10)]
+        result = run_load_test(server.url, texts, concurrency=8, requests=60, malformed=6,
+                               expected=lambda text: [])
+        assert result["rejected_busy"] > 0
+        assert result["status_counts"]["503"] == result["rejected_busy"]
+        assert set(result["status_counts"]) <= {"200", "400", "415", "503"}
+        assert result["errors_5xx"] == result["wrong_answers"] == result["transport_errors"] == 0
+        assert result["good_not_200"] == result["malformed_not_4xx"] == 0
+        status, _, out = request(server.url + "/invocations", json.dumps({"text": "北京"}).encode(), "application/json")
+        assert status == 200 and json.loads(out)["predictions"] == [{"text": "北京", "entities": []}]
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- the real server
@@ -157,6 +268,8 @@ def test_the_server_merges_concurrent_requests(served, trained_model):
         # Other batch shapes than the offline call: scores may differ in the last float bits.
         assert record["text"] == text and same_entities(record["entities"], want[text], 1e-4)
     assert served.batcher.model_calls - calls_before < len(texts)
+    ping = json.loads(request(served.url + "/ping")[2])
+    assert ping["texts"] >= len(texts) and ping["model_seconds"] > 0 and ping["rejected"] == 0
 
 
 def test_run_load_test_counts_right_answers_and_refused_bad_requests(served, trained_model):

@@ -26,6 +26,7 @@ from albert_ner.predict import Predictor
 from albert_ner.serving.batcher import DynamicBatcher
 from albert_ner.serving.loadtest import free_port
 from albert_ner.serving.requests import SUPPORTED_CONTENT_TYPES
+from albert_ner.serving.server import http_stack
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -202,6 +203,7 @@ def test_container_serve_uses_the_sagemaker_environment(trained_model, tmp_path)
         assert child.wait(timeout=30) == 0
         log = log_file.read_text()
         assert f":{port} (batch transform (SingleRecord)" in log
+        assert f"queue limit 256, {http_stack()})" in log  # uvicorn's "auto" choice, logged
         assert '"POST /invocations" 200' in log and "Traceback" not in log
     finally:
         if child.poll() is None:

@@ -1,15 +1,17 @@
 """The ASGI application: SageMaker's hosting routes over a `DynamicBatcher` (starlette).
 
-  GET  /ping                  200 once the model is loaded and warmed up; 503 while loading
-                              or after a failed load ({"status", "error"}: the reason)
+  GET  /ping                  200 once the model is loaded and warmed up, with the batcher's
+                              counters; 503 while loading or after a failed load
+                              ({"status", "error"}: the reason)
   POST /invocations           texts in, entities out (formats: `serving.requests`)
   GET  /execution-parameters  batch transform's defaults (MultiRecord, payload limit)
 
 Statuses, each with a JSON body {"error": "..."} that says what was wrong: 400 (bad JSON,
 bad shape, empty body, not UTF-8), 404/405 (route), 406 (Accept), 411 (no Content-Length and
 not chunked), 413 (body over the payload limit; the connection is closed), 415 (Content-Type;
-the message lists the supported ones), 503 (model not ready) and 500 (unexpected; the
-traceback goes to the log, never to the client). Every request gets one log line on stderr
+the message lists the supported ones), 503 (model not ready, or too many requests already
+waiting for the model: then with a Retry-After header) and 500 (unexpected; the traceback
+goes to the log, never to the client). Every request gets one log line on stderr
 (successful /ping polls excepted: SageMaker sends one every few seconds).
 
 Example (the app alone; `serving.server` runs it under uvicorn):
@@ -31,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady
+from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady, Overloaded
 from albert_ner.serving.logs import log
 from albert_ner.serving.requests import (
     CONTENT_TYPES,
@@ -44,7 +46,7 @@ from albert_ner.serving.requests import (
     parse_body,
     response_type,
 )
-from albert_ner.serving.settings import ENV_MAX_PAYLOAD, ENV_SETTINGS, ServeSettings
+from albert_ner.serving.settings import ENV_MAX_PAYLOAD, ENV_MAX_QUEUE, ENV_SETTINGS, ServeSettings
 
 # Bodies larger than this are parsed and encoded on a worker thread, so a 6 MB batch-transform
 # payload does not stall the event loop (and /ping) for the tens of milliseconds json takes.
@@ -84,13 +86,17 @@ def create_app(settings: ServeSettings, batcher: DynamicBatcher | None = None) -
             batch_timeout_s=settings.batch_timeout_ms / 1000,
             enabled=settings.batching,
             source=settings.model_dir,
+            max_queue=settings.max_queue,
         )
 
     async def ping(request: Request) -> Response:
         status = batcher.status
         if status == "ready":
+            # Counters since start: merging (texts per model call), model time, refusals.
             return _json(200, {"status": status, "model_calls": batcher.model_calls,
-                               "requests": batcher.requests})
+                               "requests": batcher.requests, "texts": batcher.texts,
+                               "model_seconds": round(batcher.model_seconds, 3),
+                               "waiting": batcher.waiting, "rejected": batcher.rejected})
         return _json(503, {"status": status, "error": batcher.error or
                            f"model in {settings.model_dir} is still loading"}, request)
 
@@ -112,6 +118,9 @@ def create_app(settings: ServeSettings, batcher: DynamicBatcher | None = None) -
             return _json(err.status, {"error": err.message}, request, **headers)
         except ModelNotReady as err:
             return _json(503, {"error": str(err)}, request)
+        except Overloaded as err:
+            return _json(503, {"error": f"{err} (the limit is set by {ENV_MAX_QUEUE} or --max-queue)"},
+                         request, **{"Retry-After": str(err.retry_after)})
         except Exception:  # noqa: BLE001 — the client gets one line, the log the traceback
             log(f"unexpected error on {request.url.path}:\n{traceback.format_exc().rstrip()}")
             return _json(500, {"error": "internal error while predicting (see the endpoint log)"}, request)

@@ -12,6 +12,10 @@ computes, so the event loop keeps accepting and parsing requests meanwhile.
 `enabled=False` gives one model call per request (the same thread and queue), the baseline
 the load test compares against.
 
+Backpressure: once `max_queue` requests wait for the model, `predict` refuses new ones with
+`Overloaded` (the server answers 503 with Retry-After) instead of letting the queue, and every
+client's latency, grow without bound.
+
 Example:
   batcher = DynamicBatcher(lambda: Predictor.from_model_dir("runs/msra")).start()
   examples = await batcher.predict(["王小明在北京大学读书。"])  # from a coroutine
@@ -20,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -33,6 +38,12 @@ from albert_ner.serving.logs import log
 DEFAULT_MAX_BATCH_TOKENS = 8192
 # How long the first request of a batch waits for company when the queue is empty.
 DEFAULT_BATCH_TIMEOUT_MS = 2.0
+# Requests that may wait for the model before new ones are refused. Two full merged batches
+# of one-sentence requests (8,192 characters hold ~140 MSRA sentences), so batches stay full
+# under any load the model keeps up with; and a wait well below SageMaker's 60-second
+# invocation timeout (256 requests: ~2 s for the chars model, ~9 s for ALBERT-tiny at the
+# request rates of the load test), so a client hears "busy" instead of timing out.
+DEFAULT_MAX_QUEUE = 256
 WARMUP_TEXT = "王小明在北京大学读书。"
 
 
@@ -57,6 +68,18 @@ class ModelNotReady(Exception):
     """Raised by `predict` while the model is loading or after it failed to load."""
 
 
+class Overloaded(Exception):
+    """Raised by `predict` when `max_queue` requests are already waiting for the model.
+
+    Attributes:
+        retry_after: whole seconds the queue ahead is expected to take (at least 1).
+    """
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class DynamicBatcher:
     """Loads, warms up and runs the predictor on one thread; merges queued requests.
 
@@ -67,6 +90,7 @@ class DynamicBatcher:
         batch_timeout_s: the longest a batch waits for more requests once it has one.
         enabled: False runs one model call per request.
         source: what is loaded (the model directory), for messages.
+        max_queue: requests that may wait for the model; `predict` raises `Overloaded` beyond.
     """
 
     def __init__(
@@ -76,30 +100,43 @@ class DynamicBatcher:
         batch_timeout_s: float = DEFAULT_BATCH_TIMEOUT_MS / 1000,
         enabled: bool = True,
         source: str = "the model",
+        max_queue: int = DEFAULT_MAX_QUEUE,
     ):
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
         if batch_timeout_s < 0:
             raise ValueError(f"the batch timeout must not be negative, got {batch_timeout_s}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self._load = load
         self.max_batch_tokens = max_batch_tokens
         self.batch_timeout_s = batch_timeout_s
         self.enabled = enabled
         self.source = source
+        self.max_queue = max_queue
         self.predictor = None
         self.error: str | None = None
         self.loaded = threading.Event()  # set when ready or failed
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._carry: _Job | None = None  # taken from the queue but over the last batch's budget
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
-        # Counters for /ping and the load test: how much merging happened.
+        # Counters for /ping and the load test: how much merging happened, how long the model
+        # worked, how many requests were refused. Each is written by one thread only.
         self.model_calls = 0
         self.requests = 0
+        self.texts = 0
+        self.model_seconds = 0.0
+        self.rejected = 0  # event-loop side
 
     # ------------------------------------------------------------------ event-loop side
     def start(self) -> "DynamicBatcher":
         self._thread.start()
         return self
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the model and not yet in a running batch (approximate)."""
+        return self._queue.qsize() + (self._carry is not None)
 
     @property
     def status(self) -> str:
@@ -113,13 +150,24 @@ class DynamicBatcher:
 
         Raises:
             ModelNotReady: while loading or after a failed load (the message says which).
+            Overloaded: `max_queue` requests are already waiting.
         """
         if self.predictor is None:
             raise ModelNotReady(self.error or "model is still loading; retry when /ping answers 200")
+        waiting = self.waiting
+        if waiting >= self.max_queue:
+            self.rejected += 1
+            raise Overloaded(f"server busy: {waiting} requests are waiting for the model (limit "
+                             f"{self.max_queue}); retry later", self._retry_after(waiting))
         loop = asyncio.get_running_loop()
         job = _Job(list(texts), loop.create_future(), loop)
         self._queue.put(job)
         return await job.future
+
+    def _retry_after(self, waiting: int) -> int:
+        """Seconds the `waiting` requests should take at the model's average pace so far."""
+        per_request = self.model_seconds / self.requests if self.requests else 0.0
+        return max(1, math.ceil(waiting * per_request))
 
     def close(self, timeout: float | None = None) -> None:
         """Finishes every queued request, then stops the model thread."""
@@ -181,24 +229,30 @@ class DynamicBatcher:
 
     def _run_batch(self, batch: list[_Job]) -> None:
         texts = [t for job in batch for t in job.texts]
+        started = time.perf_counter()
         try:
             examples = self.predictor.predict(texts)
-            self.model_calls += 1
         except Exception as err:  # noqa: BLE001 — delivered to the waiting requests
             if len(batch) > 1:
                 # Retry one by one, so only the request that breaks the model fails.
                 for job in batch:
                     self._run_batch([job])
                 return
-            self.model_calls += 1
-            self.requests += 1
-            _resolve(batch[0], error=err)
+            self._count(batch, texts, started)
+            _deliver([(batch[0], None, err)])
             return
-        self.requests += len(batch)
-        start = 0
+        self._count(batch, texts, started)
+        outcomes, start = [], 0
         for job in batch:
-            _resolve(job, result=examples[start : start + len(job.texts)])
+            outcomes.append((job, examples[start : start + len(job.texts)], None))
             start += len(job.texts)
+        _deliver(outcomes)
+
+    def _count(self, batch: list[_Job], texts: list[str], started: float) -> None:
+        self.model_seconds += time.perf_counter() - started
+        self.model_calls += 1
+        self.requests += len(batch)
+        self.texts += len(texts)
 
     def _drain(self) -> None:
         """Runs whatever is still queued (shutdown must not drop accepted requests)."""
@@ -212,18 +266,28 @@ class DynamicBatcher:
                 self._run_batch([job])
 
 
-def _resolve(job: _Job, result=None, error: BaseException | None = None) -> None:
-    """Completes a job's future on its own event loop (futures are not thread-safe)."""
+def _deliver(outcomes: list[tuple[_Job, list | None, BaseException | None]]) -> None:
+    """Completes the jobs' futures on their own event loops (futures are not thread-safe).
 
-    def finish():
+    One wake-up per loop and batch, not per request: on asyncio each `call_soon_threadsafe`
+    writes to the loop's wake-up socket, a system call the event loop then answers as well
+    (about 5 % of the server's own CPU time per request; on uvloop it is too little to see).
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_finish, items)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _finish(items) -> None:
+    for job, result, error in items:
         if job.future.done():  # the client went away and the request was cancelled
-            return
+            continue
         if error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(result)
-
-    try:
-        job.loop.call_soon_threadsafe(finish)
-    except RuntimeError:
-        pass  # the loop is closed: nobody is waiting any more

@@ -1,7 +1,7 @@
 """Runs the inference app under uvicorn: `albert-ner serve` and the container's `serve`.
 
   albert-ner serve --model-dir D [--host 127.0.0.1] [--port 8080] [--workers N]
-                   [--no-batching] [--max-batch-tokens N] [--batch-timeout-ms MS]
+                   [--no-batching] [--max-batch-tokens N] [--batch-timeout-ms MS] [--max-queue N]
   container/serve  (no arguments: /opt/ml/model, 0.0.0.0, port 8080 or $SAGEMAKER_BIND_TO_PORT)
 
 Each uvicorn worker is a process with its own model (`--workers` or
@@ -9,6 +9,11 @@ SAGEMAKER_MODEL_SERVER_WORKERS); one worker with dynamic batching keeps both cor
 instance busy. SIGTERM (how SageMaker and `docker stop` end a container) stops accepting
 connections, lets in-flight requests finish, then exits with status 0. Other settings and
 their environment variables: `serving.settings`.
+
+Uvicorn picks its C HTTP parser (httptools) and event loop (uvloop) when they are installed
+(the `serve` extra): they cut the server's own CPU time per request by 40-50 % (measured
+with a stand-in model: 0.25-0.45 ms → 0.12-0.22 ms). Without them it falls back to the
+pure-Python h11 and asyncio; the start-up log line says which.
 
 Example:
   albert-ner serve --model-dir runs/msra --port 8080 &
@@ -18,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -28,6 +34,7 @@ from albert_ner.serving.settings import (
     ENV_BATCH_TIMEOUT_MS,
     ENV_BATCHING,
     ENV_MAX_BATCH_TOKENS,
+    ENV_MAX_QUEUE,
     ENV_PREDICT_BATCH_TOKENS,
     ENV_PORT,
     ENV_SETTINGS,
@@ -62,6 +69,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser, container: bool = False
     parser.add_argument("--predict-batch-tokens", type=int,
                         help="rows x longest row per TensorFlow call within a merged batch; small keeps long and "
                         f"short sentences apart (default: ${ENV_PREDICT_BATCH_TOKENS} or 1024)")
+    parser.add_argument("--max-queue", type=int,
+                        help="requests that may wait for the model; more get 503 with Retry-After "
+                        f"(default: ${ENV_MAX_QUEUE} or 256, per worker)")
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
@@ -82,13 +92,14 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     settings = from_environ(model_dir, host=args.host, port=args.port, workers=args.workers,
                             batching=args.batching, max_batch_tokens=args.max_batch_tokens,
                             batch_timeout_ms=args.batch_timeout_ms,
-                            predict_batch_tokens=args.predict_batch_tokens)
+                            predict_batch_tokens=args.predict_batch_tokens,
+                            max_queue=args.max_queue)
     if settings.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {settings.workers}")
     if not 0 <= settings.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {settings.port}")
-    if min(settings.max_batch_tokens, settings.predict_batch_tokens) < 1 or settings.batch_timeout_ms < 0:
-        raise ValueError("--max-batch-tokens and --predict-batch-tokens must be at least 1, "
+    if min(settings.max_batch_tokens, settings.predict_batch_tokens, settings.max_queue) < 1 or settings.batch_timeout_ms < 0:
+        raise ValueError("--max-batch-tokens, --predict-batch-tokens and --max-queue must be at least 1, "
                          "--batch-timeout-ms not negative")
     return settings
 
@@ -112,8 +123,9 @@ def serve(settings: ServeSettings) -> int:
     # A container's PID 1 ignores SIGTERM without a handler; uvicorn installs its own while
     # it runs and re-raises the signal afterwards, which `_stop` turns into a clean exit.
     signal.signal(signal.SIGTERM, _stop)
+    # http/loop "auto": httptools and uvloop when installed, else h11 and asyncio.
     options = dict(host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                   lifespan="on", timeout_graceful_shutdown=None)
+                   lifespan="on", timeout_graceful_shutdown=None, http="auto", loop="auto")
     try:
         if settings.workers > 1:
             # Workers are new processes: they rebuild the app from the environment.
@@ -140,9 +152,23 @@ def serve(settings: ServeSettings) -> int:
         log("stopped")
 
 
+def http_stack() -> str:
+    """What uvicorn's "auto" picks here: "httptools, uvloop" or the fallback "h11, asyncio"."""
+
+    def importable(name: str) -> bool:
+        try:  # as uvicorn decides: by importing, not by finding (a broken install falls back)
+            importlib.import_module(name)
+            return True
+        except ImportError:
+            return False
+
+    return f"{'httptools' if importable('httptools') else 'h11'}, {'uvloop' if importable('uvloop') else 'asyncio'}"
+
+
 def _log_start(settings: ServeSettings, port: int) -> None:
     log(f"serving {settings.model_dir} on http://{settings.host}:{port} ({settings.mode}, "
-        f"{settings.workers} worker(s), max payload {settings.max_payload_bytes} bytes)")
+        f"{settings.workers} worker(s), max payload {settings.max_payload_bytes} bytes, "
+        f"queue limit {settings.max_queue}, {http_stack()})")
 
 
 def main(argv: list[str] | None = None, container: bool = False) -> int:

@@ -8,10 +8,12 @@
   batch budget       ALBERT_NER_MAX_BATCH_TOKENS        --max-batch-tokens    8192 characters
   batch wait         ALBERT_NER_BATCH_TIMEOUT_MS        --batch-timeout-ms    2 ms
   model-call padding ALBERT_NER_PREDICT_BATCH_TOKENS    --predict-batch-tokens 1024 characters
+  queue limit        ALBERT_NER_MAX_QUEUE               --max-queue           256 requests
 
 The SAGEMAKER_* variables are the ones SageMaker sets in a hosting or batch-transform
 container; the ALBERT_NER_* ones play the role of TF Serving's batching options. Settings
-travel to uvicorn's worker processes as JSON in ALBERT_NER_SERVE_SETTINGS.
+travel to uvicorn's worker processes as JSON in ALBERT_NER_SERVE_SETTINGS. The queue limit
+is per worker: beyond it a request gets 503 with a Retry-After header (`serving.batcher`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from albert_ner.serving.batcher import DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_MAX_BATCH_TOKENS
+from albert_ner.serving.batcher import DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE
 
 ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
 ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
@@ -32,6 +34,7 @@ ENV_BATCHING = "ALBERT_NER_BATCHING"
 ENV_MAX_BATCH_TOKENS = "ALBERT_NER_MAX_BATCH_TOKENS"
 ENV_BATCH_TIMEOUT_MS = "ALBERT_NER_BATCH_TIMEOUT_MS"
 ENV_PREDICT_BATCH_TOKENS = "ALBERT_NER_PREDICT_BATCH_TOKENS"
+ENV_MAX_QUEUE = "ALBERT_NER_MAX_QUEUE"
 ENV_SETTINGS = "ALBERT_NER_SERVE_SETTINGS"
 
 DEFAULT_PORT = 8080
@@ -57,6 +60,7 @@ class ServeSettings:
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     predict_batch_tokens: int = DEFAULT_PREDICT_BATCH_TOKENS
+    max_queue: int = DEFAULT_MAX_QUEUE
     # SAGEMAKER_BATCH / SAGEMAKER_BATCH_STRATEGY: only logged (both strategies need nothing special)
     batch_transform: str | None = None
 
@@ -113,6 +117,7 @@ def from_environ(model_dir, environ: Mapping[str, str] | None = None, **options)
         "max_batch_tokens": _number(env, ENV_MAX_BATCH_TOKENS, int, 1),
         "batch_timeout_ms": _number(env, ENV_BATCH_TIMEOUT_MS, float, 0.0),
         "predict_batch_tokens": _number(env, ENV_PREDICT_BATCH_TOKENS, int, 1),
+        "max_queue": _number(env, ENV_MAX_QUEUE, int, 1),
         "batch_transform": env.get(ENV_BATCH_STRATEGY, "MultiRecord") if batch else None,
     }
     values.update({k: v for k, v in options.items() if v is not None})  # an option left out keeps the env
