@@ -346,3 +346,53 @@ def test_time_budget_stops_cleanly_and_writes_the_encoder(tmp_path, text_data, c
     final = json.loads((out / "final_metrics.json").read_text())
     assert 1 <= final["steps"] < 1000 and "mlm_accuracy" in final
     assert (out / "encoder_weights.npz").exists() and (out / "vocab.txt").exists()
+
+
+def test_pretrain_the_no_transformer_stack_then_fine_tune_from_it(tmp_path, text_data):
+    """`pretrain --model-config chars` trains embeddings + bigrams + BiLSTM as a masked LM; a
+    tagger started from that directory gets every one of those weights and the same stack."""
+    from albert_ner.checkpoints import CheckpointError
+    from albert_ner.pretrain.loop import Pretrainer, PretrainArgs
+    from albert_ner.train.loop import Trainer, TrainArgs
+    from albert_ner.train.recipe import SEQUENCE_LEARNING_RATE
+
+    out = tmp_path / "chars"
+    Pretrainer(PretrainArgs(
+        text_files=[text_data["plain"]], output_dir=str(out), model_config="chars",
+        lstm_units=16, bigram_buckets=512, bigram_size=8, max_steps=8, eval_every=4,
+        log_every=4, batch_size=16, max_seq_length=40,
+    )).run()
+    stack = {"lstm_units": 16, "bigram_buckets": 512, "bigram_size": 8}
+    assert json.loads((out / "stack_options.json").read_text()) == stack
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 8] and "mlm_accuracy" in records[-1]
+    with np.load(out / "encoder_weights.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    assert {"embeddings/word_embeddings", "bigrams/embeddings", "bilstm/forward/kernel",
+            "bilstm/backward/recurrent_kernel", "bilstm/backward/bias", "mlm/output_bias"} <= set(arrays)
+    assert arrays["bigrams/embeddings"].shape == (512, 8)
+
+    def fine_tune_args(**overrides) -> TrainArgs:
+        values = dict(train_file=str(text_data["corpus"]), dev_file=str(text_data["dev"]),
+                      output_dir=str(tmp_path / "ner"), init_checkpoint=str(out), max_steps=2,
+                      eval_every=2, batch_size=8, max_seq_length=40, max_train_sentences=48,
+                      export=False)
+        return TrainArgs(**{**values, **overrides})
+
+    trainer = Trainer(fine_tune_args())
+    # The stack comes from the checkpoint, the learning rate from the BiLSTM recipe.
+    assert {k: getattr(trainer.args, k) for k in stack} == stack
+    assert trainer.learning_rate == SEQUENCE_LEARNING_RATE
+    model = trainer.model
+    np.testing.assert_array_equal(model.encoder.word_embeddings.embeddings.numpy(), arrays["embeddings/word_embeddings"])
+    np.testing.assert_array_equal(model.bigrams.table.embeddings.numpy(), arrays["bigrams/embeddings"])
+    for direction in ("forward", "backward"):
+        cell = getattr(model.lstm, f"{direction}_lstm").cell
+        np.testing.assert_array_equal(cell.kernel.numpy(), arrays[f"bilstm/{direction}/kernel"])
+        np.testing.assert_array_equal(cell.recurrent_kernel.numpy(), arrays[f"bilstm/{direction}/recurrent_kernel"])
+        np.testing.assert_array_equal(cell.bias.numpy(), arrays[f"bilstm/{direction}/bias"])
+    assert trainer.run()["step"] == 2
+
+    # A stack that does not fit the checkpoint's layers is refused before training starts.
+    with pytest.raises(CheckpointError, match=r"bilstm/forward/kernel has shape \(136, 64\)"):
+        Trainer(fine_tune_args(lstm_units=8, output_dir=str(tmp_path / "ner8")))

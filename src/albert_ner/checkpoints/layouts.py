@@ -97,6 +97,8 @@ def encoder_variables(encoder) -> dict[str, object]:
     Returns:
       an insertion-ordered dict (embeddings first, then blocks).
     """
+    if encoder.config.model_type == "chars":  # a bare character embedding table
+        return {"embeddings/word_embeddings": encoder.word_embeddings.embeddings}  # [V, H]
     emb = encoder.embeddings
     slots = {"embeddings/word_embeddings": emb.word_embeddings.embeddings}  # [V, E or H]
     if emb.projection is not None:
@@ -116,6 +118,25 @@ def encoder_variables(encoder) -> dict[str, object]:
             layer = getattr(block, name)
             slots[f"block_{i}/{name}/gamma"] = layer.gamma
             slots[f"block_{i}/{name}/beta"] = layer.beta
+    return slots
+
+
+def stack_variables(bigrams=None, lstm=None) -> dict[str, object]:
+    """Slot name -> Keras variable for the optional layers between encoder and head.
+
+    Args:
+      bigrams: a built `model.sequence.BigramEmbedding`, or None.
+      lstm: a built `model.sequence.BiLSTM`, or None.
+    """
+    slots = {}
+    if bigrams is not None:
+        slots["bigrams/embeddings"] = bigrams.table.embeddings  # [buckets, width]
+    if lstm is not None:
+        for direction in ("forward", "backward"):
+            cell = getattr(lstm, f"{direction}_lstm").cell
+            slots[f"bilstm/{direction}/kernel"] = cell.kernel  # [in, 4 units]
+            slots[f"bilstm/{direction}/recurrent_kernel"] = cell.recurrent_kernel  # [units, 4 units]
+            slots[f"bilstm/{direction}/bias"] = cell.bias  # [4 units]
     return slots
 
 
@@ -270,6 +291,9 @@ _IGNORED = (
     ("pooler", re.compile(r"^(bert/pooler/|((albert|bert)\.)?pooler[./])")),
     ("training state", re.compile(r"^(global_step|good_steps|loss_scale|current_loss_scale)$")),
     ("buffers", re.compile(r".*embeddings\.(position_ids|token_type_ids)$")),
+    # The no-transformer stack's bigrams and BiLSTM (`stack_variables`): not encoder weights;
+    # `Pretrained.load_stack_into` loads them into the tagger's own layers.
+    ("bigram/BiLSTM layers (loaded after the encoder)", re.compile(r"^(bigrams|bilstm)/")),
 )
 
 

@@ -103,6 +103,9 @@ class Pretrained:
     layout: str
     reader: object
     detected_layout: str | None = None  # differs from `layout` when the user forced one
+    # An albert-ner directory of the no-transformer stack: its BiLSTM/bigram options
+    # ({"lstm_units", "bigram_buckets", "bigram_size"}); {} for every other checkpoint.
+    stack_options: dict = dataclasses.field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -195,6 +198,39 @@ class Pretrained:
         return report
 
 
+    def load_stack_into(self, bigrams, lstm) -> str:
+        """Copies the checkpoint's bigram and BiLSTM layers (`stack_options`) into built layers.
+
+        Args:
+          bigrams, lstm: the tagger's (or masked LM's) layers, None where it has none; they
+            must be the ones `stack_options` describes.
+        Returns:
+          one line for the log.
+        Raises:
+          CheckpointError: a layer the checkpoint has and the model lacks (or the reverse), or
+            a shape mismatch — all before anything is assigned.
+        """
+        targets = layouts.stack_variables(bigrams, lstm)
+        stored = {n for n in self.reader.shapes if n.startswith(("bigrams/", "bilstm/"))}
+        problems = [f"{n} {self.reader.shapes[n]} has no layer to go into (the model has "
+                    f"no such bigram/BiLSTM layer)" for n in sorted(stored - set(targets))]
+        for slot, variable in targets.items():
+            expected = tuple(int(d) for d in variable.shape)
+            if slot not in stored:
+                problems.append(f"{slot} (shape {expected}) is missing from {self.source}")
+            elif tuple(self.reader.shapes[slot]) != expected:
+                problems.append(f"{slot} has shape {tuple(self.reader.shapes[slot])} in {self.source} "
+                                f"but the model expects {expected}")
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CheckpointError(
+                f"{problems[0]}{more}; the checkpoint was written with {self.stack_options or 'no bigram/BiLSTM layers'}"
+            )
+        values = [self.reader.get(slot) for slot in targets]
+        for variable, value in zip(targets.values(), values):
+            variable.assign(value.astype(variable.dtype))
+        return f"bigram/BiLSTM layers: loaded {len(targets)} variables from {self.source}" if targets else ""
+
     def load_mlm_head(self, head) -> str:
         """Copies the checkpoint's masked-LM head into `head` when it has a complete one.
 
@@ -265,7 +301,8 @@ def resolve_pretrained(spec: str | Path, layout: str | None = None, cache_dir=No
     if not vocab_file.is_file():
         raise CheckpointError(f"no vocab.txt next to the checkpoint in {directory}; the vocabulary must come with the weights")
     _check_vocab(vocab_file, config, reader.source)
-    return Pretrained(config, vocab_file, chosen, reader, detected_layout=detected)
+    stack = native.read_stack_options(directory) if chosen == "albert-ner" else {}
+    return Pretrained(config, vocab_file, chosen, reader, detected_layout=detected, stack_options=stack)
 
 
 def _unpacked_archive(path: Path, cache_dir) -> Path:

@@ -12,6 +12,12 @@ encoder's word embeddings (logits = x · word_embeddings^T + output_bias) and a 
 Logits are only computed at the masked positions (gathered first): a [batch, seq, vocab]
 tensor for a 21,128-entry vocabulary would cost more than the encoder itself.
 
+The no-transformer stack (`model_type` "chars": character embeddings [+ hashed bigrams]
+[→ BiLSTM], the default tagger without a checkpoint) pretrains the same way: the head reads the
+BiLSTM output and is tied to the character embeddings. Its layers carry the tagger's names
+(`encoder`, `bigrams`, `bilstm`), so `train --init-checkpoint` puts every one of them back.
+Bigrams are hashed from the *masked* ids, so a masked character never leaks through them.
+
 Example:
   model = MaskedLM(EncoderConfig.resolve("micro", vocab_size=100))
   logits = model(input_ids, positions)              # [batch, predictions, vocab] float32
@@ -25,6 +31,7 @@ import tensorflow as tf
 
 from albert_ner.model.config import EncoderConfig
 from albert_ner.model.encoder import Encoder, _activation
+from albert_ner.model.sequence import BigramEmbedding, BiLSTM, CharEmbeddingEncoder, sequence_lengths
 
 
 def head_width(config: EncoderConfig) -> int:
@@ -76,15 +83,43 @@ class MaskedLMHead(keras.layers.Layer):
 
 
 class MaskedLM(keras.Model):
-    """An `Encoder` with a tied masked-LM head; what `albert-ner pretrain` trains."""
+    """An encoder with a tied masked-LM head; what `albert-ner pretrain` trains.
 
-    def __init__(self, config: EncoderConfig, **kwargs):
+    Args:
+      config: the encoder's config (albert, bert or chars).
+      lstm_units, bigram_buckets, bigram_size: the optional BiLSTM and bigram layers between
+        encoder and head, as in `model.tagger.Tagger` (0 = none).
+    """
+
+    def __init__(self, config: EncoderConfig, lstm_units: int = 0, bigram_buckets: int = 0,
+                 bigram_size: int = 0, **kwargs):
         super().__init__(**kwargs)
+        if bool(bigram_buckets) != bool(bigram_size):
+            raise ValueError("bigram_buckets and bigram_size must both be set or both be 0")
         self.config = config
-        self.encoder = Encoder(config, name="encoder")
+        if config.model_type == "chars":
+            self.encoder = CharEmbeddingEncoder(config, name="encoder")
+        else:
+            self.encoder = Encoder(config, name="encoder")
+        self.bigrams = (
+            BigramEmbedding(bigram_buckets, bigram_size, config.initializer_range, name="bigrams")
+            if bigram_buckets else None
+        )
+        self.lstm = BiLSTM(lstm_units, name="bilstm") if lstm_units else None
         self.mlm = MaskedLMHead(config, dtype="float32", name="mlm")
 
+    @property
+    def stack_options(self) -> dict:
+        """The BiLSTM/bigram options, in `Tagger`'s argument names."""
+        return {
+            "lstm_units": self.lstm.units if self.lstm else 0,
+            "bigram_buckets": self.bigrams.buckets if self.bigrams else 0,
+            "bigram_size": self.bigrams.width if self.bigrams else 0,
+        }
+
     def _tied(self):
+        if self.config.model_type == "chars":
+            return self.encoder.word_embeddings.embeddings, None
         emb = self.encoder.embeddings
         projection = None
         if emb.projection is not None and self.config.embedding_layout == "brightmart":
@@ -106,6 +141,11 @@ class MaskedLM(keras.Model):
           float32 [batch, P, vocab].
         """
         hidden = self.encoder(input_ids, training=training)  # [batch, seq, hidden]
+        if self.bigrams is not None:
+            bigrams = tf.cast(self.bigrams(input_ids), hidden.dtype)  # [batch, seq, bigram_size]
+            hidden = tf.concat([hidden, bigrams], axis=-1)
+        if self.lstm is not None:
+            hidden = self.lstm(hidden, sequence_lengths(input_ids))  # [batch, seq, 2 * units]
         picked = tf.gather(hidden, positions, batch_dims=1)  # [batch, P, hidden]
         word_embeddings, projection = self._tied()
         return self.mlm(picked, word_embeddings, projection)

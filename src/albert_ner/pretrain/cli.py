@@ -14,7 +14,8 @@ def add_pretrain_parser(sub) -> None:
         "pretrain",
         help="masked-LM pretraining of the encoder on unlabelled text (domain adaptation)",
         description="Continue (or start) masked-language-model training of an ALBERT/BERT encoder "
-        "on unlabelled text: your own domain corpus, or the text side of a labelled corpus. Masks "
+        "(or, with --model-config chars, of the no-download model's character + bigram + BiLSTM "
+        "stack) on unlabelled text: your own domain corpus, or the text side of a labelled corpus. Masks "
         "15% of the characters (80% [MASK], 10% random, 10% kept; new masks every epoch), "
         "evaluates MLM loss and accuracy on held-out lines (metrics.jsonl), checkpoints for "
         "--resume, and writes OUTPUT_DIR as an encoder directory for "
@@ -32,10 +33,13 @@ def add_pretrain_parser(sub) -> None:
     d.add_argument("--heldout-max", type=int, default=2000, help="at most this many held-out lines")
     m = p.add_argument_group("model")
     m.add_argument("--output-dir", required=True, help="encoder directory to write (takes `train --init-checkpoint`)")
-    m.add_argument("--model-config", help="preset (tiny, base, bert-base, micro) or an albert_config/bert_config JSON file (default: the --init-checkpoint's config, else tiny)")
+    m.add_argument("--model-config", help="preset (tiny, base, bert-base, micro; chars = the no-download BiLSTM-CRF's character + bigram + BiLSTM stack) or an albert_config/bert_config JSON file (default: the --init-checkpoint's config, else tiny)")
     m.add_argument("--init-checkpoint", help="start from this checkpoint (anything `train --init-checkpoint` takes, or an earlier pretrain output); default: random init")
     m.add_argument("--checkpoint-layout", choices=["brightmart", "google-albert", "google-bert", "hf-albert", "hf-bert", "albert-ner"],
                    help="layout of --init-checkpoint (default: detected from its variable names)")
+    m.add_argument("--lstm-units", type=int, help="BiLSTM units per direction above the encoder (default: the checkpoint's; 128 for --model-config chars, else none)")
+    m.add_argument("--bigram-buckets", type=int, help="hashed character-bigram table size (default: the checkpoint's; 262144 for chars, else none)")
+    m.add_argument("--bigram-size", type=int, help="bigram embedding width (default: the checkpoint's; 64 for chars, else none)")
     m.add_argument("--vocab-file", help="vocab.txt to use (default: the checkpoint's, else built from the text)")
     m.add_argument("--max-seq-length", type=int, default=128, help="tokens per sequence incl. [CLS]/[SEP]; longer lines are cut at sentence ends")
     m.add_argument("--whole-word-mask", action="store_true", help="mask whole words from the jieba segmenter (pip install 'albert-ner[pretrain]')")

@@ -42,6 +42,9 @@ from albert_ner.train.runtime import (
 
 DEFAULT_LR_SCRATCH = 1e-3  # as `train` from random init
 DEFAULT_LR_PRETRAINED = 1e-4  # continuing a pretrained encoder on domain text
+# The no-transformer stack (embeddings + bigrams + BiLSTM): small and shallow, it takes a
+# larger step; 2e-3 is what its feasibility run used (BENCHMARKS.md, small data).
+DEFAULT_LR_SEQUENCE = 2e-3
 DEFAULT_EPOCHS = 3.0
 
 
@@ -53,6 +56,11 @@ class PretrainArgs:
     output_dir: str
     text_format: str = "auto"
     model_config: str | None = None  # preset or JSON; default: the checkpoint's, else "tiny"
+    # The BiLSTM/bigram layers above the encoder (as `train`'s); None: the checkpoint's, else
+    # the no-download recipe's for model_config "chars" and none for a transformer.
+    lstm_units: int | None = None
+    bigram_buckets: int | None = None
+    bigram_size: int | None = None
     init_checkpoint: str | None = None
     checkpoint_layout: str | None = None
     vocab_file: str | None = None
@@ -162,11 +170,7 @@ class Pretrainer:
         self.encoder_config = resolve_encoder_config(
             args.model_config or (None if pretrained is not None else "tiny"), pretrained, vocab
         )
-        if self.encoder_config.model_type not in ("albert", "bert"):
-            raise ValueError(
-                f"masked-LM pretraining needs a transformer encoder (albert or bert), "
-                f"not model_type {self.encoder_config.model_type!r}"
-            )
+        self.stack_options = self._stack_options(args, pretrained)
         if args.max_seq_length > self.encoder_config.max_position_embeddings:
             raise ValueError(
                 f"max_seq_length {args.max_seq_length} exceeds the encoder's "
@@ -217,13 +221,18 @@ class Pretrainer:
             f"{args.mask_rate:.0%} ({'whole words' if args.whole_word_mask else 'characters'})"
         )
 
-        self.learning_rate = args.learning_rate or (
-            DEFAULT_LR_PRETRAINED if pretrained is not None else DEFAULT_LR_SCRATCH
-        )
-        self.model = MaskedLM(self.encoder_config, name="masked_lm")
+        if args.learning_rate:
+            self.learning_rate = args.learning_rate
+        elif self.encoder_config.model_type == "chars":
+            self.learning_rate = DEFAULT_LR_SEQUENCE
+        else:
+            self.learning_rate = DEFAULT_LR_PRETRAINED if pretrained is not None else DEFAULT_LR_SCRATCH
+        self.model = MaskedLM(self.encoder_config, **self.stack_options, name="masked_lm")
         self.model.build_variables()
         if pretrained is not None:
             pretrained.load_into(self.model.encoder, new="the masked-LM head (mlm/*)")
+            if pretrained.stack_options:
+                log(pretrained.load_stack_into(self.model.bigrams, self.model.lstm))
             log(pretrained.load_mlm_head(self.model.mlm))
         self.warmup_steps = int(args.warmup_proportion * self.total_steps)
         self.optimizer = make_optimizer(
@@ -235,10 +244,34 @@ class Pretrainer:
         n_params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
         log(
             f"model: {self.encoder_config.model_type} (hidden {self.encoder_config.hidden_size}, "
-            f"{self.encoder_config.num_hidden_layers} layers) + masked-LM head, {n_params:,} "
+            f"{self.encoder_config.num_hidden_layers} layers){self._stack_description()} + masked-LM head, {n_params:,} "
             f"trainable parameters, learning rate {self.learning_rate:g}, precision {self.precision}"
         )
         self._build_functions()
+
+    @staticmethod
+    def _stack_options(args, pretrained) -> dict:
+        """The BiLSTM/bigram options: the user's, else the checkpoint's, else the recipe's."""
+        from albert_ner.train.recipe import SEQUENCE_DEFAULTS
+
+        chosen = {}
+        for name, recipe_value in SEQUENCE_DEFAULTS.items():
+            value = getattr(args, name)
+            if value is None and pretrained is not None and pretrained.stack_options:
+                value = pretrained.stack_options[name]
+            elif value is None:
+                value = recipe_value if (args.model_config or "") == "chars" or (
+                    pretrained is not None and pretrained.config.model_type == "chars") else 0
+            chosen[name] = int(value)
+        return chosen
+
+    def _stack_description(self) -> str:
+        parts = []
+        if self.stack_options["bigram_buckets"]:
+            parts.append(f" + bigrams ({self.stack_options['bigram_buckets']}×{self.stack_options['bigram_size']})")
+        if self.stack_options["lstm_units"]:
+            parts.append(f" + BiLSTM({self.stack_options['lstm_units']})")
+        return "".join(parts)
 
     # ------------------------------------------------------------------ graph functions
     def _build_functions(self) -> None:
@@ -455,7 +488,8 @@ class Pretrainer:
         records = self.read_metrics()
         final = dict(records[-1] if records else {}, steps=state["step"])
         write_json(self.output_dir / "final_metrics.json", final)
-        write_encoder_dir(self.output_dir, self.model.encoder, self.vocab, mlm_head=self.model.mlm)
+        write_encoder_dir(self.output_dir, self.model.encoder, self.vocab, mlm_head=self.model.mlm,
+                          bigrams=self.model.bigrams, lstm=self.model.lstm)
         log(f"wrote the pretrained encoder to {self.output_dir} "
             f"(use it with: albert-ner train --init-checkpoint {self.output_dir} ...)")
         log(f"done: {state['step']} steps in {format_eta(state['train_seconds'])} of training")

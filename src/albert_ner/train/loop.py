@@ -178,7 +178,8 @@ class Trainer:
         args = dataclasses.replace(args, **fill_defaults(args, pretrained is not None, None))
         self.encoder_config = resolve_encoder_config(args.model_config, pretrained, vocab)
         args = dataclasses.replace(
-            args, **fill_defaults(args, pretrained is not None, self.encoder_config.model_type)
+            args, **fill_defaults(args, pretrained is not None, self.encoder_config.model_type,
+                                  pretrained.stack_options if pretrained is not None else None)
         )
         self.args = args
         self.learning_rate = args.learning_rate
@@ -230,6 +231,8 @@ class Trainer:
             self.model.build_variables()
             if pretrained is not None:
                 pretrained.load_into(self.model.encoder)
+                if pretrained.stack_options:  # the no-transformer stack pretrained by `pretrain`
+                    log(pretrained.load_stack_into(self.model.bigrams, self.model.lstm))
             warmup = int(args.warmup_proportion * self.total_steps)
             self.optimizer = make_optimizer(
                 self.learning_rate, warmup, self.total_steps, args.weight_decay, args.clip_norm,

@@ -21,7 +21,7 @@ PRETRAINED_LEARNING_RATE = 5e-5  # fine-tuning pretrained weights
 TRANSFORMER_DROPOUT = 0.1
 
 
-def fill_defaults(args, pretrained: bool, model_type: str | None) -> dict:
+def fill_defaults(args, pretrained: bool, model_type: str | None, stack: dict | None = None) -> dict:
     """Values for the recipe options the user left unset (None) in `args` (a TrainArgs).
 
     Args:
@@ -29,6 +29,8 @@ def fill_defaults(args, pretrained: bool, model_type: str | None) -> dict:
       pretrained: whether --init-checkpoint is set.
       model_type: the encoder's model_type once resolved ("albert", "bert", "chars"), or
         None before the config is known (then only model_config is decided).
+      stack: the checkpoint's BiLSTM/bigram options (`Pretrained.stack_options`), which win
+        over the recipe's so that its pretrained layers fit; None or {} when it has none.
     Returns:
       {field: value} for every recipe field that was None.
     """
@@ -40,12 +42,17 @@ def fill_defaults(args, pretrained: bool, model_type: str | None) -> dict:
     sequence_model = model_type == "chars"
     for name, value in SEQUENCE_DEFAULTS.items():
         if getattr(args, name) is None:
-            filled[name] = value if sequence_model else 0
+            if stack:
+                filled[name] = stack[name]
+            else:
+                filled[name] = value if sequence_model else 0
     if args.learning_rate is None:
-        if pretrained:
-            filled["learning_rate"] = PRETRAINED_LEARNING_RATE
-        elif sequence_model:
+        # A pretrained BiLSTM stack is still small and shallow: it fine-tunes at its own rate,
+        # not at the 5e-5 meant for large pretrained transformers.
+        if sequence_model:
             filled["learning_rate"] = SEQUENCE_LEARNING_RATE
+        elif pretrained:
+            filled["learning_rate"] = PRETRAINED_LEARNING_RATE
         else:
             filled["learning_rate"] = TRANSFORMER_SCRATCH_LEARNING_RATE
     if args.classifier_dropout is None:
