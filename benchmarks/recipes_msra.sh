@@ -52,9 +52,11 @@ for recipe in "${RECIPES[@]}"; do
     "$PYTHON" -m albert_ner.cli pretrain --text-file "$MSRA_DIR/train.txt" --output-dir "$dir/encoder" \
         --max-minutes "$train_minutes" --batch-size 64 --eval-every 1000 --log-every 200 --seed 42 \
         $(pretrain_options "$recipe") 2>&1 | tee "$dir/pretrain.log"
-    # A few minutes of pretraining from random init is far from a downloaded checkpoint:
-    # fine-tune with the from-scratch learning rate, not the 5e-5 meant for those.
-    init=(--init-checkpoint "$dir/encoder" --learning-rate 1e-3)
+    init=(--init-checkpoint "$dir/encoder")
+    # A few minutes of pretraining from random init is far from a downloaded checkpoint: an
+    # ALBERT fine-tunes with the from-scratch learning rate, not the 5e-5 meant for those
+    # (the BiLSTM stack keeps its own recipe rate by default).
+    [[ "$recipe" == albert* ]] && init+=(--learning-rate 1e-3)
   fi
   # shellcheck disable=SC2046
   "$PYTHON" -m albert_ner.cli train --train-file "$MSRA_DIR/train.txt" --dev-file "$MSRA_DIR/dev.txt" \
