@@ -56,7 +56,7 @@ for recipe in "${RECIPES[@]}"; do
     # A few minutes of pretraining from random init is far from a downloaded checkpoint: an
     # ALBERT fine-tunes with the from-scratch learning rate, not the 5e-5 meant for those
     # (the BiLSTM stack keeps its own recipe rate by default).
-    [[ "$recipe" == albert* ]] && init+=(--learning-rate 1e-3)
+    if [[ "$recipe" == albert* ]]; then init+=(--learning-rate 1e-3); fi
   fi
   # shellcheck disable=SC2046
   "$PYTHON" -m albert_ner.cli train --train-file "$MSRA_DIR/train.txt" --dev-file "$MSRA_DIR/dev.txt" \
