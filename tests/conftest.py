@@ -73,3 +73,18 @@ def trained_model(tmp_path_factory, synthetic_data) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(autouse=True)
+def float32_keras_policy():
+    """Every test starts and ends under Keras' float32 policy.
+
+    The mixed-precision policy is process-wide: `--precision auto` picks bf16 for transformers
+    on this CPU, and code that builds a `Trainer` without running it (benchmark helpers, tests
+    of its set-up) leaves that policy behind for every model built later in the process.
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -393,6 +393,10 @@ def test_pretrain_the_no_transformer_stack_then_fine_tune_from_it(tmp_path, text
         np.testing.assert_array_equal(cell.bias.numpy(), arrays[f"bilstm/{direction}/bias"])
     assert trainer.run()["step"] == 2
 
-    # A stack that does not fit the checkpoint's layers is refused before training starts.
+    # A stack that does not fit the checkpoint's layers is refused before training starts, and
+    # the failed set-up leaves no mixed-precision policy behind for later models.
+    import keras
+
     with pytest.raises(CheckpointError, match=r"bilstm/forward/kernel has shape \(136, 64\)"):
-        Trainer(fine_tune_args(lstm_units=8, output_dir=str(tmp_path / "ner8")))
+        Trainer(fine_tune_args(lstm_units=8, output_dir=str(tmp_path / "ner8"), precision="bf16"))
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -129,6 +129,17 @@ class Pretrainer:
     """Holds data, model and optimizer of one pretraining run; `run()` trains to the end."""
 
     def __init__(self, args: PretrainArgs):
+        # The mixed-precision policy is process-wide and set during set-up: a set-up that
+        # fails (a bad checkpoint, say) must not leave it behind for later models.
+        self._previous_policy = None
+        try:
+            self._setup(args)
+        except BaseException:
+            if self._previous_policy is not None:
+                restore_policy(self._previous_policy)
+            raise
+
+    def _setup(self, args: PretrainArgs):
         from albert_ner.checkpoints.starting_point import load_pretrained_and_vocab, resolve_encoder_config
         from albert_ner.pretrain.data import line_pieces, read_texts
 

@@ -121,6 +121,17 @@ class Trainer:
     """
 
     def __init__(self, args: TrainArgs, strategy=None, jit_compile: bool = False):
+        # The mixed-precision policy is process-wide and set during set-up: a set-up that
+        # fails (a bad checkpoint, say) must not leave it behind for later models.
+        self._previous_policy = None
+        try:
+            self._setup(args, strategy, jit_compile)
+        except BaseException:
+            if self._previous_policy is not None:
+                restore_policy(self._previous_policy)
+            raise
+
+    def _setup(self, args: TrainArgs, strategy=None, jit_compile: bool = False):
         import keras
         import tensorflow as tf
 
