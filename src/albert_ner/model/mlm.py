@@ -30,8 +30,8 @@ import keras
 import tensorflow as tf
 
 from albert_ner.model.config import EncoderConfig
-from albert_ner.model.encoder import Encoder, _activation
-from albert_ner.model.sequence import BigramEmbedding, BiLSTM, CharEmbeddingEncoder, sequence_lengths
+from albert_ner.model.encoder import _activation
+from albert_ner.model.sequence import stack_features, stack_layers
 
 
 def head_width(config: EncoderConfig) -> int:
@@ -94,28 +94,9 @@ class MaskedLM(keras.Model):
     def __init__(self, config: EncoderConfig, lstm_units: int = 0, bigram_buckets: int = 0,
                  bigram_size: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if bool(bigram_buckets) != bool(bigram_size):
-            raise ValueError("bigram_buckets and bigram_size must both be set or both be 0")
         self.config = config
-        if config.model_type == "chars":
-            self.encoder = CharEmbeddingEncoder(config, name="encoder")
-        else:
-            self.encoder = Encoder(config, name="encoder")
-        self.bigrams = (
-            BigramEmbedding(bigram_buckets, bigram_size, config.initializer_range, name="bigrams")
-            if bigram_buckets else None
-        )
-        self.lstm = BiLSTM(lstm_units, name="bilstm") if lstm_units else None
+        self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
         self.mlm = MaskedLMHead(config, dtype="float32", name="mlm")
-
-    @property
-    def stack_options(self) -> dict:
-        """The BiLSTM/bigram options, in `Tagger`'s argument names."""
-        return {
-            "lstm_units": self.lstm.units if self.lstm else 0,
-            "bigram_buckets": self.bigrams.buckets if self.bigrams else 0,
-            "bigram_size": self.bigrams.width if self.bigrams else 0,
-        }
 
     def _tied(self):
         if self.config.model_type == "chars":
@@ -140,12 +121,7 @@ class MaskedLM(keras.Model):
         Returns:
           float32 [batch, P, vocab].
         """
-        hidden = self.encoder(input_ids, training=training)  # [batch, seq, hidden]
-        if self.bigrams is not None:
-            bigrams = tf.cast(self.bigrams(input_ids), hidden.dtype)  # [batch, seq, bigram_size]
-            hidden = tf.concat([hidden, bigrams], axis=-1)
-        if self.lstm is not None:
-            hidden = self.lstm(hidden, sequence_lengths(input_ids))  # [batch, seq, 2 * units]
+        hidden = stack_features(self.encoder, self.bigrams, self.lstm, input_ids, training)
         picked = tf.gather(hidden, positions, batch_dims=1)  # [batch, P, hidden]
         word_embeddings, projection = self._tied()
         return self.mlm(picked, word_embeddings, projection)

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from albert_ner.model.config import EncoderConfig
-from albert_ner.model.encoder import PAD_ID
+from albert_ner.model.encoder import PAD_ID, Encoder
 
 # Multiplier of the bigram hash (Knuth's golden-ratio constant, < 2**32); with keys reduced
 # modulo the Mersenne prime 2**31 - 1 first, key * multiplier stays below 2**63 (no overflow).
@@ -121,3 +121,41 @@ class CharEmbeddingEncoder(keras.layers.Layer):
 
     def call(self, input_ids, training=False):
         return self.dropout(self.word_embeddings(input_ids), training=training)
+
+
+def stack_layers(config: EncoderConfig, lstm_units: int = 0, bigram_buckets: int = 0, bigram_size: int = 0):
+    """The layers every model over framed ids shares: (encoder, bigrams or None, BiLSTM or None).
+
+    Built with the names `Tagger` and `MaskedLM` both carry ("encoder", "bigrams", "bilstm"),
+    so weights pretrained in one load into the other by name. Assign them to a Keras model's
+    attributes so that it tracks them.
+    """
+    if bool(bigram_buckets) != bool(bigram_size):
+        raise ValueError("bigram_buckets and bigram_size must both be set or both be 0")
+    if config.model_type == "chars":
+        encoder = CharEmbeddingEncoder(config, name="encoder")
+    else:
+        encoder = Encoder(config, name="encoder")
+    bigrams = (
+        BigramEmbedding(bigram_buckets, bigram_size, config.initializer_range, name="bigrams")
+        if bigram_buckets else None
+    )
+    lstm = BiLSTM(lstm_units, name="bilstm") if lstm_units else None
+    return encoder, bigrams, lstm
+
+
+def stack_features(encoder, bigrams, lstm, input_ids, training=False, dropout=None):
+    """Encoder output [+ bigram embeddings] [→ BiLSTM] for framed ids: [batch, seq, features].
+
+    Args:
+      encoder, bigrams, lstm: from `stack_layers` (bigrams, lstm may be None).
+      dropout: a layer applied before the BiLSTM (the tagger's), or None.
+    """
+    hidden = encoder(input_ids, training=training)  # [batch, seq, hidden]
+    if bigrams is not None:
+        hidden = tf.concat([hidden, tf.cast(bigrams(input_ids), hidden.dtype)], axis=-1)
+    if lstm is not None:
+        if dropout is not None:
+            hidden = dropout(hidden, training=training)
+        hidden = lstm(hidden, sequence_lengths(input_ids))  # [batch, seq, 2 * units]
+    return hidden

@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from albert_ner.model.config import EncoderConfig
 from albert_ner.model.crf import CRF
-from albert_ner.model.encoder import PAD_ID, Encoder
-from albert_ner.model.sequence import BigramEmbedding, BiLSTM, CharEmbeddingEncoder, sequence_lengths
+from albert_ner.model.encoder import PAD_ID
+from albert_ner.model.sequence import stack_features, stack_layers
 
 HEADS = ("crf", "softmax")
 
@@ -71,21 +71,11 @@ class Tagger(keras.Model):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        if bool(bigram_buckets) != bool(bigram_size):
-            raise ValueError("bigram_buckets and bigram_size must both be set or both be 0")
         self.config = config
         self.num_tags = num_tags
         self.head = head
         self.cls_id, self.sep_id = cls_id, sep_id
-        if config.model_type == "chars":
-            self.encoder = CharEmbeddingEncoder(config, name="encoder")
-        else:
-            self.encoder = Encoder(config, name="encoder")
-        self.bigrams = (
-            BigramEmbedding(bigram_buckets, bigram_size, config.initializer_range, name="bigrams")
-            if bigram_buckets else None
-        )
-        self.lstm = BiLSTM(lstm_units, name="bilstm") if lstm_units else None
+        self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
         self.dropout = keras.layers.Dropout(classifier_dropout)
         # float32 scores even under a mixed-precision policy: the CRF sums them over time.
         self.classifier = keras.layers.Dense(
@@ -117,13 +107,7 @@ class Tagger(keras.Model):
           float32 [batch, seq - 2, num_tags]: position j scores character j (the [CLS] and
           the final slot are cut, so the scores line up with the characters).
         """
-        hidden = self.encoder(input_ids, training=training)  # [batch, seq, hidden]
-        if self.bigrams is not None:
-            bigrams = tf.cast(self.bigrams(input_ids), hidden.dtype)  # [batch, seq, bigram_size]
-            hidden = tf.concat([hidden, bigrams], axis=-1)
-        if self.lstm is not None:
-            hidden = self.dropout(hidden, training=training)
-            hidden = self.lstm(hidden, sequence_lengths(input_ids))  # [batch, seq, 2 * units]
+        hidden = stack_features(self.encoder, self.bigrams, self.lstm, input_ids, training, self.dropout)
         hidden = self.dropout(hidden, training=training)
         return self.classifier(hidden)[:, 1:-1, :]
 
