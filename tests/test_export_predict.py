@@ -136,7 +136,7 @@ def test_scores_match_the_keras_tagger_and_old_tag_functions_still_work(trained_
     tagset, tokenizer = model_dir.load_tagset(), model_dir.load_tokenizer()
     tagger = Tagger(
         model_dir.encoder_config(), num_tags=len(tagset.tags), cls_id=tokenizer.vocab.cls_id,
-        sep_id=tokenizer.vocab.sep_id, **model_dir.tagger_options(),
+        sep_id=tokenizer.vocab.sep_id, unk_id=tokenizer.vocab.unk_id, **model_dir.tagger_options(),
     )
     tagger.set_allowed_transitions(*tagset.allowed_transitions())
     tagger.build_variables()

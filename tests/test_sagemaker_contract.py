@@ -125,6 +125,16 @@ def test_channels_checkpoints_and_script_mode_overrides(tmp_path):
     assert Path(args.init_checkpoint) == tmp_path / "ml/input/data/pretrained/albert_model.ckpt"
 
 
+def test_lexicon_hyperparameter_is_a_built_in_name_or_a_file_in_a_channel(tmp_path):
+    env = make_tree(tmp_path / "a", {"lexicon": "jieba", "unk_dropout": "0.3", "augment_mentions": "2"},
+                    {"training": {"train.txt": CONLL}})
+    args = plan_job(JobEnvironment.load(env)).args
+    assert (args.lexicon, args.unk_dropout, args.augment_mentions) == ("jieba", 0.3, 2)
+    env = make_tree(tmp_path / "b", {"lexicon": "terms.tsv"},
+                    {"training": {"train.txt": CONLL}, "lexicon": {"terms.tsv": "北京\tLOC\n"}})
+    assert Path(plan_job(JobEnvironment.load(env)).args.lexicon) == tmp_path / "b/input/data/lexicon/terms.tsv"
+
+
 def test_multi_host_builds_tf_config_and_only_the_chief_writes_the_model(tmp_path):
     env = make_tree(tmp_path / "ml", {}, {"training": {"train.txt": CONLL}},
                     hosts=["algo-2", "algo-1"], current="algo-2")

@@ -136,6 +136,7 @@ def export_model_dir(path) -> Path:
         num_tags=len(tagset.tags),
         cls_id=tokenizer.vocab.cls_id,
         sep_id=tokenizer.vocab.sep_id,
+        unk_id=tokenizer.vocab.unk_id,
         **model_dir.tagger_options(),
     )
     tagger.set_allowed_transitions(*tagset.allowed_transitions())

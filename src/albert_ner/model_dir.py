@@ -5,7 +5,9 @@
     labels.json           tag scheme, entity types and tag list (TagSet.to_json)
     vocab.txt             the vocabulary the ids refer to
     model_config.json     {"encoder": EncoderConfig fields, "head", "max_seq_length",
-                           "lstm_units", "bigram_buckets", "bigram_size", ...}
+                           "lstm_units", "bigram_buckets", "bigram_size",
+                           "lexicon_size", "lexicon_max_len", "lexicon_classes",
+                           "trained_vocab_size", "unk_dropout", ...}
     weights.npz           the best weights (by dev entity F1), for evaluation and fine-tuning
     training_args.json    every option of the run, to reproduce it
     metrics.jsonl         one JSON object per evaluation; final_metrics.json: the last one
@@ -76,7 +78,7 @@ class ModelDir:
     def tagger_options(self) -> dict:
         """`Tagger` keyword arguments besides the encoder config and tag count.
 
-        Model directories written before the BiLSTM/bigram options lack those keys: 0 = off.
+        Model directories written before the BiLSTM/bigram/lexicon options lack those keys: 0 = off.
         """
         config = self.load_model_config()
         return {
@@ -85,6 +87,11 @@ class ModelDir:
             "lstm_units": config.get("lstm_units", 0),
             "bigram_buckets": config.get("bigram_buckets", 0),
             "bigram_size": config.get("bigram_size", 0),
+            "lexicon_size": config.get("lexicon_size", 0),
+            "lexicon_max_len": config.get("lexicon_max_len", 0),
+            "lexicon_classes": tuple(config.get("lexicon_classes", ())),
+            "trained_vocab_size": config.get("trained_vocab_size", 0),
+            "unk_dropout": config.get("unk_dropout", 0.0),
         }
 
     def encoder_config(self) -> EncoderConfig:

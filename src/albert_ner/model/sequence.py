@@ -144,16 +144,20 @@ def stack_layers(config: EncoderConfig, lstm_units: int = 0, bigram_buckets: int
     return encoder, bigrams, lstm
 
 
-def stack_features(encoder, bigrams, lstm, input_ids, training=False, dropout=None):
-    """Encoder output [+ bigram embeddings] [→ BiLSTM] for framed ids: [batch, seq, features].
+def stack_features(encoder, bigrams, lstm, input_ids, training=False, dropout=None, extra=None):
+    """Encoder output [+ bigram embeddings] [+ extra features] [→ BiLSTM]: [batch, seq, features].
 
     Args:
       encoder, bigrams, lstm: from `stack_layers` (bigrams, lstm may be None).
       dropout: a layer applied before the BiLSTM (the tagger's), or None.
+      extra: features [batch, seq, k] concatenated before the BiLSTM (the tagger's lexicon
+        features, `model.lexicon`), or None.
     """
     hidden = encoder(input_ids, training=training)  # [batch, seq, hidden]
     if bigrams is not None:
         hidden = tf.concat([hidden, tf.cast(bigrams(input_ids), hidden.dtype)], axis=-1)
+    if extra is not None:
+        hidden = tf.concat([hidden, tf.cast(extra, hidden.dtype)], axis=-1)
     if lstm is not None:
         if dropout is not None:
             hidden = dropout(hidden, training=training)

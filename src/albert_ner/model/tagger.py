@@ -1,10 +1,11 @@
-"""The tagger: encoder [+ bigrams] [→ BiLSTM] → dropout → per-tag scores → CRF (or softmax).
+"""The tagger: encoder [+ bigrams] [+ lexicon] [→ BiLSTM] → dropout → per-tag scores → CRF (or softmax).
 
 The encoder is ALBERT/BERT (`model.encoder`) or, for the classic recipe, a plain character
 embedding table (`model.sequence.CharEmbeddingEncoder`). Two optional pieces add a locality
 bias (see `model.sequence`): hashed character-bigram embeddings concatenated to the encoder
-output, and a BiLSTM between encoder and classifier. So one class covers ALBERT-CRF (the
-article's model), ALBERT-BiLSTM-CRF and the no-transformer BiLSTM-CRF.
+output, and a BiLSTM between encoder and classifier. A third adds outside knowledge: which
+dictionary words cover each character (`model.lexicon`). So one class covers ALBERT-CRF (the
+article's model), ALBERT-BiLSTM-CRF and the no-transformer BiLSTM-CRF, with or without a lexicon.
 
 Two input forms, one per job:
   * training windows — `input_ids` [batch, seq] already framed as `[CLS] chars [SEP] [PAD]…`,
@@ -30,6 +31,7 @@ import tensorflow as tf
 from albert_ner.model.config import EncoderConfig
 from albert_ner.model.crf import CRF
 from albert_ner.model.encoder import PAD_ID
+from albert_ner.model.lexicon import LexiconFeatures
 from albert_ner.model.sequence import stack_features, stack_layers
 
 HEADS = ("crf", "softmax")
@@ -53,6 +55,17 @@ class Tagger(keras.Model):
       lstm_units: units per direction of a BiLSTM over the encoder output; 0 = none.
       bigram_buckets, bigram_size: hashed character-bigram embeddings (buckets × size)
         concatenated to the encoder output; 0 = none.
+      lexicon_size, lexicon_max_len, lexicon_classes: dictionary-word features (entries,
+        longest word, class names); size 0 = none. The entries are weights, loaded with
+        `self.lexicon.set_entries` or with the other weights.
+      trained_vocab_size, unk_id: ids ≥ trained_vocab_size are characters the training text
+        never shows, added to the vocabulary only so that the lexicon can match words with
+        them; the encoder and bigrams see them as [UNK] (unk_id), whose embedding is trained,
+        instead of untrained rows of their own. 0 = every id is used as it is.
+      unk_dropout: in training, the share of characters the encoder and bigrams see as [UNK]
+        (the lexicon still sees them). A model trained on few sentences otherwise learns
+        its names by heart from their characters; with some characters hidden it must also
+        learn from context and the dictionary, which is all it has for unseen names.
     """
 
     def __init__(
@@ -66,6 +79,12 @@ class Tagger(keras.Model):
         lstm_units: int = 0,
         bigram_buckets: int = 0,
         bigram_size: int = 0,
+        lexicon_size: int = 0,
+        lexicon_max_len: int = 0,
+        lexicon_classes=(),
+        trained_vocab_size: int = 0,
+        unk_id: int = 100,
+        unk_dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,7 +94,17 @@ class Tagger(keras.Model):
         self.num_tags = num_tags
         self.head = head
         self.cls_id, self.sep_id = cls_id, sep_id
+        self.trained_vocab_size, self.unk_id = int(trained_vocab_size), int(unk_id)
+        if not 0.0 <= unk_dropout < 1.0:
+            raise ValueError(f"unk_dropout must be in [0, 1), got {unk_dropout}")
+        self.unk_dropout = float(unk_dropout)
+        # Only with the option: its RNG state is a variable, and older model dirs lack it.
+        self.unk_seed = keras.random.SeedGenerator(name="unk_seed") if unk_dropout else None
         self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
+        self.lexicon = (
+            LexiconFeatures(lexicon_size, lexicon_max_len, len(lexicon_classes), name="lexicon")
+            if lexicon_size else None
+        )
         self.dropout = keras.layers.Dropout(classifier_dropout)
         # float32 scores even under a mixed-precision policy: the CRF sums them over time.
         self.classifier = keras.layers.Dense(
@@ -107,8 +136,24 @@ class Tagger(keras.Model):
           float32 [batch, seq - 2, num_tags]: position j scores character j (the [CLS] and
           the final slot are cut, so the scores line up with the characters).
         """
-        hidden = stack_features(self.encoder, self.bigrams, self.lstm, input_ids, training, self.dropout)
+        model_ids = input_ids
+        unknown = tf.fill(tf.shape(input_ids), tf.cast(self.unk_id, input_ids.dtype))
+        if self.trained_vocab_size:
+            model_ids = tf.where(input_ids < self.trained_vocab_size, input_ids, unknown)
+        if training and self.unk_dropout:
+            is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
+            hidden = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < self.unk_dropout
+            model_ids = tf.where(is_char & hidden, unknown, model_ids)
+        words = self.lexicon(input_ids) if self.lexicon is not None else None
+        hidden = stack_features(
+            self.encoder, self.bigrams, self.lstm, model_ids, training, self.dropout, extra=words
+        )
         hidden = self.dropout(hidden, training=training)
+        if words is not None and self.lstm is not None:
+            # The dictionary's view reaches the classifier directly too: a word match
+            # then moves the tag scores through one linear map, which a model trained on
+            # few sentences learns much sooner than a path through the BiLSTM.
+            hidden = tf.concat([hidden, tf.cast(words, hidden.dtype)], axis=-1)
         return self.classifier(hidden)[:, 1:-1, :]
 
     @staticmethod
@@ -173,14 +218,21 @@ class Tagger(keras.Model):
         pieces = tf.where(in_sentence, pieces, tf.zeros_like(pieces))
         piece_len = tf.reduce_sum(tf.cast(in_sentence, tf.int32), axis=-1)  # [batch, windows]
 
-        flat = tf.reshape(pieces, [-1, window])
-        flat_len = tf.reshape(piece_len, [-1])
+        # Only windows in first use go through the model: in a batch with one long sentence
+        # every other row would otherwise pay for as many windows as it has (the repeats
+        # carry weight 0 below), e.g. 32 windows instead of 17 for 16 rows.
+        used = tf.reshape(first_use, [-1])  # [batch * windows]
+        flat = tf.boolean_mask(tf.reshape(pieces, [-1, window]), used)
+        flat_len = tf.boolean_mask(tf.reshape(piece_len, [-1]), used)
         rows = tf.shape(flat)[0]
         framed = tf.concat(
             [tf.fill([rows, 1], self.cls_id), flat, tf.zeros([rows, 1], tf.int32)], axis=1
         )
         framed += tf.one_hot(flat_len + 1, window + 2, dtype=tf.int32) * self.sep_id
         scores = self(framed, training=False)  # [rows, window, tags]
+        scores = tf.scatter_nd(
+            tf.where(used), scores, tf.cast(tf.stack([batch * num_windows, window, self.num_tags]), tf.int64)
+        )
         scores = tf.reshape(scores, [batch, num_windows, window, self.num_tags])
 
         weights = window_weights(window)[tf.newaxis, tf.newaxis, :] * tf.cast(in_sentence, tf.float32)

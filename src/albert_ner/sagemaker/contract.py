@@ -58,7 +58,9 @@ PRETRAINING_CHANNEL = "pretraining"
 IGNORED_KEYS = {"do_lower_case", "eval_batch_size", "predict_batch_size", "use_tpu",
                 "iterations_per_loop", "model_dir"}
 # TrainArgs fields that hold paths to look up in the code directory or the channels.
-PATH_FIELDS = ("vocab_file", "model_config", "init_checkpoint")
+PATH_FIELDS = ("vocab_file", "model_config", "init_checkpoint", "lexicon")
+# Values of path fields that name something built in rather than a file.
+BUILT_IN_VALUES = {"lexicon": {"jieba", "none"}}
 
 TRAIN_NAMES = ("train",)
 DEV_NAMES = ("dev", "validation", "valid", "val", "eval")
@@ -391,7 +393,8 @@ def _job_paths_and_resume(values: dict, paths, job, notes: list) -> None:
 
     for key in PATH_FIELDS:
         value = values.get(key)
-        if value and not (key == "model_config" and value in PRESETS):
+        built_in = PRESETS if key == "model_config" else BUILT_IN_VALUES.get(key, ())
+        if value and value not in built_in:
             values[key] = _resolve_path(key, value, paths, job.channels)
     if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
         notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")

@@ -136,6 +136,15 @@ class Vocab:
             ranked = ranked[: max_size - len(BUILD_SPECIALS)]
         return cls(list(BUILD_SPECIALS) + ranked)
 
+    def extended(self, chars: Iterable[str], fold_width: bool = True) -> Vocab:
+        """This vocab with the characters of `chars` it lacks appended, by code point.
+
+        Existing ids keep their values. Characters are canonicalised as in `build`.
+        """
+        known = set(self._tokens)
+        extra = {canonical_char(c, fold_width=fold_width) for c in chars}
+        return Vocab(list(self._tokens) + sorted((c for c in extra if c is not None and c not in known), key=ord))
+
     # ----------------------------------------------------------------- lookups
     @property
     def tokens(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from albert_ner.data.schemes import TagSet
 from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_json
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
 from albert_ner.train.recipe import describe as describe_recipe
-from albert_ner.train.recipe import fill_defaults
+from albert_ner.train.recipe import NO_LEXICON, fill_defaults, missing_lexicon_note
 from albert_ner.train.runtime import (
     check_precision,
     detect_hardware,
@@ -60,6 +60,15 @@ class TrainArgs:
     lstm_units: int | None = None
     bigram_buckets: int | None = None
     bigram_size: int | None = None
+    # Dictionary-word features (model.lexicon): a word-list file, "jieba" (the dictionary in
+    # the jieba package) or "none"; None = the recipe's choice. Words up to lexicon_max_len.
+    lexicon: str | None = None
+    lexicon_max_len: int = 8
+    # Share of training characters the model reads as [UNK] (Tagger.unk_dropout); None = recipe.
+    unk_dropout: float | None = None
+    # Copies of the training set with entities swapped for lexicon words of the same type and
+    # length (data.augment); needs a typed lexicon. None = the recipe's choice.
+    augment_mentions: int | None = None
     tag_scheme: str = "bio"
     data_format: str = "auto"
     source_scheme: str = "auto"
@@ -107,6 +116,8 @@ class TrainArgs:
             raise ValueError("max_minutes must be positive")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError("epochs must be positive")
+        if self.lexicon_max_len < 2:
+            raise ValueError("lexicon_max_len must be at least 2 (single characters are not looked up)")
 
 
 def log(message: str) -> None:
@@ -179,18 +190,62 @@ class Trainer:
             f"types {', '.join(self.tagset.types)}; {len(self.tagset.tags)} tags ({args.tag_scheme})"
         )
 
+        # Fill the recipe options left unset, in two rounds: the encoder (and lexicon) first,
+        # then what depends on the encoder's type (BiLSTM, bigrams, learning rate, dropout);
+        # see train.recipe.
+        has_checkpoint = bool(args.init_checkpoint)
+        self.trained_vocab_size = 0  # see Tagger: set when the lexicon extends the vocabulary
+        lexicon_unset = args.lexicon is None
+        args = dataclasses.replace(args, **fill_defaults(args, has_checkpoint, None, train_sentences=len(examples)))
+        if lexicon_unset and missing_lexicon_note(args, has_checkpoint):
+            log(missing_lexicon_note(args, has_checkpoint))
+        original_sentences = len(examples)
+        lexicon = None
+        if args.lexicon != NO_LEXICON:
+            from albert_ner.text.lexicon import read_lexicon
+
+            lexicon = read_lexicon(args.lexicon)
+            if args.augment_mentions:
+                from albert_ner.data.augment import replace_mentions
+
+                extra = replace_mentions(examples, lexicon, args.augment_mentions, args.seed)
+                log(f"augment: + {len(extra)} sentences with their entities swapped for lexicon "
+                    "words of the same type and length")
+                examples = examples + extra
+        elif args.augment_mentions:
+            raise ValueError("--augment-mentions needs a typed --lexicon to draw entity names from")
         pretrained, vocab = load_pretrained_and_vocab(
             args.init_checkpoint, args.checkpoint_layout, args.vocab_file,
             [e.text for e in examples], log,
         )
+        if lexicon is not None and pretrained is None and not args.vocab_file:
+            # A vocabulary built from the training text knows only its characters; the
+            # dictionary's words need theirs too, or every word with an unseen character
+            # (most names) could never match.
+            from albert_ner.text.lexicon import lexicon_characters
+
+            self.trained_vocab_size = len(vocab)
+            vocab = vocab.extended(lexicon_characters(lexicon))
+            log(f"vocab: + {len(vocab) - self.trained_vocab_size} characters of the lexicon's words "
+                "(for word matching only: the model reads them as [UNK])")
         self.tokenizer = CharTokenizer(vocab)
-        # Fill the recipe options left unset, in two rounds: the encoder first, then what
-        # depends on its type (BiLSTM, bigrams, learning rate, dropout); see train.recipe.
-        args = dataclasses.replace(args, **fill_defaults(args, pretrained is not None, None))
+        self.lexicon_classes = ()
+        if lexicon is not None:
+            from albert_ner.text.lexicon import lexicon_arrays
+
+            lexicon_keys, lexicon_bits, report = lexicon_arrays(lexicon, self.tokenizer, args.lexicon_max_len)
+            self.lexicon_classes = lexicon.classes
+            log(report)
+            if pretrained is not None and pretrained.stack_options:
+                raise ValueError(
+                    f"--lexicon {args.lexicon} cannot be added to {args.init_checkpoint}: its BiLSTM "
+                    "was pretrained without lexicon inputs (pass --lexicon none)"
+                )
         self.encoder_config = resolve_encoder_config(args.model_config, pretrained, vocab)
         args = dataclasses.replace(
             args, **fill_defaults(args, pretrained is not None, self.encoder_config.model_type,
-                                  pretrained.stack_options if pretrained is not None else None)
+                                  pretrained.stack_options if pretrained is not None else None,
+                                  train_sentences=original_sentences)
         )
         self.args = args
         self.learning_rate = args.learning_rate
@@ -237,9 +292,17 @@ class Trainer:
                 lstm_units=args.lstm_units,
                 bigram_buckets=args.bigram_buckets,
                 bigram_size=args.bigram_size,
+                lexicon_size=len(lexicon_keys) if lexicon is not None else 0,
+                lexicon_max_len=args.lexicon_max_len if lexicon is not None else 0,
+                lexicon_classes=self.lexicon_classes,
+                trained_vocab_size=self.trained_vocab_size,
+                unk_id=vocab.unk_id,
+                unk_dropout=args.unk_dropout,
             )
             self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
             self.model.build_variables()
+            if lexicon is not None:
+                self.model.lexicon.set_entries(lexicon_keys, lexicon_bits)
             if pretrained is not None:
                 pretrained.load_into(self.model.encoder)
                 if pretrained.stack_options:  # the no-transformer stack pretrained by `pretrain`
@@ -540,6 +603,11 @@ class Trainer:
             "lstm_units": self.args.lstm_units,
             "bigram_buckets": self.args.bigram_buckets,
             "bigram_size": self.args.bigram_size,
+            "lexicon_size": self.model.lexicon.size if self.model.lexicon is not None else 0,
+            "lexicon_max_len": self.model.lexicon.max_len if self.model.lexicon is not None else 0,
+            "lexicon_classes": list(self.lexicon_classes),
+            "trained_vocab_size": self.trained_vocab_size,
+            "unk_dropout": self.args.unk_dropout,
         })
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate

@@ -1,0 +1,159 @@
+"""Dictionaries for the lexicon features (`model.lexicon`): reading them and turning them into keys.
+
+`--lexicon` takes a word-list file, or `jieba` for the dictionary inside the jieba package
+(349,046 words with part-of-speech tags, of which nr/nrt/nrfg = person, ns = place, nt =
+organisation). Domain users pass their own term lists the same way. One entry per line:
+
+  word                  a word (only the "word" class)
+  word<TAB>TYPE         a word of entity type TYPE (any name: PER, DRUG, 公司, …)
+  word freq [pos]       jieba's dict.txt / user-dictionary format; freq is ignored
+
+A tag in the jieba form that is all lower-case ASCII letters is a jieba part-of-speech tag:
+nr/nrt/nrfg map to PER, ns to LOC, nt to ORG and the others to the "word" class only. Any
+other tag is an entity type of its own. Every entry is in the "word" class, so class 0 says
+"some dictionary word covers this character" (a word-boundary hint).
+
+Example:
+  lexicon = read_lexicon("jieba")
+  keys, bits, report = lexicon_arrays(lexicon, tokenizer, max_len=8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from albert_ner.model.lexicon import word_key
+
+JIEBA = "jieba"
+WORD_CLASS = "word"
+JIEBA_TYPES = {"nr": "PER", "nrt": "PER", "nrfg": "PER", "ns": "LOC", "nt": "ORG"}
+MAX_CLASSES = 31  # class bits live in an int32
+_POS_TAG = re.compile(r"[a-z]+")
+
+
+class LexiconError(ValueError):
+    """A lexicon file that cannot be read: says which file, line and what was expected."""
+
+
+@dataclasses.dataclass
+class Lexicon:
+    """Words and their class masks (bit c = classes[c]); classes[0] is always "word"."""
+
+    source: str
+    classes: tuple[str, ...]
+    entries: dict[str, int]
+
+
+def jieba_dictionary() -> Path:
+    """The dict.txt shipped inside the jieba package (read as data; jieba is not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.submodule_search_locations:
+        raise LexiconError(
+            "--lexicon jieba needs the jieba package (its dictionary is the word list): "
+            "pip install jieba, or pass --lexicon none / a word-list file"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "dict.txt"
+    if not path.exists():
+        raise LexiconError(f"the jieba package has no dictionary at {path}")
+    return path
+
+
+def _entity_type(tag: str) -> str | None:
+    """The class a tag names: an entity type, or None for a plain word (a jieba POS tag)."""
+    if _POS_TAG.fullmatch(tag):
+        return JIEBA_TYPES.get(tag)
+    return tag
+
+
+def parse_line(line: str, where: str) -> tuple[str, str | None] | None:
+    """(word, entity type or None) for one line, None for a blank one; LexiconError if malformed."""
+    line = line.strip("\r\n")
+    if not line.strip():
+        return None
+    if "\t" in line:
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise LexiconError(f"{where}: expected 'word<TAB>TYPE', got {line!r}")
+        return parts[0].strip(), parts[1].strip()
+    parts = line.split()
+    if len(parts) == 1:
+        return parts[0], None
+    if len(parts) == 2:  # "word freq" or "word tag"
+        return parts[0], None if parts[1].isdigit() else _entity_type(parts[1])
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], _entity_type(parts[2])
+    raise LexiconError(f"{where}: expected 'word', 'word<TAB>TYPE' or 'word freq [tag]', got {line!r}")
+
+
+def read_lexicon(spec: str | os.PathLike) -> Lexicon:
+    """Reads a lexicon file, or jieba's dictionary for `spec == "jieba"`."""
+    path = jieba_dictionary() if str(spec) == JIEBA else Path(spec)
+    if not path.exists():
+        raise LexiconError(f"lexicon file {path} does not exist (or pass --lexicon jieba / none)")
+    typed: dict[str, set[str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                parsed = parse_line(line, f"{path}:{number}")
+            except UnicodeDecodeError as err:  # pragma: no cover - raised by the file iterator
+                raise LexiconError(f"{path}:{number}: not UTF-8 ({err})") from err
+            if parsed is None:
+                continue
+            word, etype = parsed
+            types = typed.setdefault(word, set())
+            if etype is not None:
+                types.add(etype)
+    if not typed:
+        raise LexiconError(f"lexicon {path} holds no words")
+    names = sorted({t for types in typed.values() for t in types})
+    classes = (WORD_CLASS, *names)
+    if len(classes) > MAX_CLASSES:
+        raise LexiconError(f"lexicon {path} names {len(names)} types; at most {MAX_CLASSES - 1} are supported")
+    bit = {name: 1 << i for i, name in enumerate(classes)}
+    entries = {word: 1 | sum(bit[t] for t in types) for word, types in typed.items()}
+    return Lexicon(str(spec), classes, entries)
+
+
+def lexicon_characters(lexicon: Lexicon) -> set[str]:
+    """Every character the lexicon's words use (for extending a vocabulary built from data)."""
+    return {char for word in lexicon.entries for char in word}
+
+
+def lexicon_arrays(lexicon: Lexicon, tokenizer, max_len: int):
+    """Sorted unique keys (int64), their class bits (int32) and a one-line report.
+
+    Words of one character or longer than `max_len`, and words with a character the
+    vocabulary maps to [UNK], are left out (the report counts them): an [UNK] would make
+    the word match any unknown character.
+    """
+    table: dict[int, int] = {}
+    skipped_length = skipped_unknown = 0
+    for word, bits in lexicon.entries.items():
+        if not 2 <= len(word) <= max_len:
+            skipped_length += 1
+            continue
+        ids = tokenizer.encode(word)
+        if tokenizer.unk_id in ids:
+            skipped_unknown += 1
+            continue
+        key = word_key(ids)
+        table[key] = table.get(key, 0) | bits  # words that tokenise alike share one key
+    if not table:
+        raise LexiconError(f"lexicon {lexicon.source}: no word of 2–{max_len} known characters")
+    keys = np.fromiter(sorted(table), np.int64, len(table))
+    bits = np.asarray([table[k] for k in keys.tolist()], np.int32)
+    counts = ", ".join(
+        f"{name} {int(np.count_nonzero(bits & (1 << c)))}" for c, name in enumerate(lexicon.classes)
+    )
+    report = (
+        f"lexicon {lexicon.source}: {len(keys)} words of 2–{max_len} characters ({counts}); "
+        f"left out {skipped_length} of other lengths and {skipped_unknown} with characters outside the vocabulary"
+    )
+    return keys, bits, report
