@@ -130,6 +130,14 @@ def test_read_lexicon_merges_types_and_reports_the_line(tmp_path):
         read_lexicon(bad)
     with pytest.raises(LexiconError, match="does not exist"):
         read_lexicon(tmp_path / "missing.txt")
+    (tmp_path / "latin1.txt").write_bytes("北京\n".encode() + "caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LexiconError, match="latin1.txt:2: not UTF-8"):
+        read_lexicon(tmp_path / "latin1.txt")
+    # Several sources at once: the types of a word are merged.
+    (tmp_path / "more.txt").write_text("\ufeff北京\tCITY\n上海\n", encoding="utf-8")
+    both = read_lexicon(f"{path},{tmp_path / 'more.txt'}")
+    assert both.classes == ("word", "CITY", "LOC", "ORG")
+    assert both.entries["北京"] == 0b0111 and both.entries["上海"] == 0b0001
     (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
     with pytest.raises(LexiconError, match="no words"):
         read_lexicon(tmp_path / "empty.txt")

@@ -130,9 +130,9 @@ def test_lexicon_hyperparameter_is_a_built_in_name_or_a_file_in_a_channel(tmp_pa
                     {"training": {"train.txt": CONLL}})
     args = plan_job(JobEnvironment.load(env)).args
     assert (args.lexicon, args.unk_dropout, args.augment_mentions) == ("jieba", 0.3, 2)
-    env = make_tree(tmp_path / "b", {"lexicon": "terms.tsv"},
+    env = make_tree(tmp_path / "b", {"lexicon": "jieba,terms.tsv"},
                     {"training": {"train.txt": CONLL}, "lexicon": {"terms.tsv": "北京\tLOC\n"}})
-    assert Path(plan_job(JobEnvironment.load(env)).args.lexicon) == tmp_path / "b/input/data/lexicon/terms.tsv"
+    assert plan_job(JobEnvironment.load(env)).args.lexicon == f"jieba,{tmp_path / 'b/input/data/lexicon/terms.tsv'}"
 
 
 def test_multi_host_builds_tf_config_and_only_the_chief_writes_the_model(tmp_path):

@@ -158,7 +158,7 @@ def _add_train_parser(sub) -> None:
     m.add_argument("--lstm-units", type=int, help="units per direction of a BiLSTM between encoder and classifier; 0 = none (default 128 for --model-config chars, else 0)")
     m.add_argument("--bigram-buckets", type=int, help="hash buckets of character-bigram embeddings; 0 = none (default 262144 for chars, else 0)")
     m.add_argument("--bigram-size", type=int, help="width of the character-bigram embeddings (default 64 for chars, else 0)")
-    m.add_argument("--lexicon", help="dictionary-word features: a word-list file ('word', 'word<TAB>TYPE' or jieba's 'word freq tag' per line), 'jieba' for the jieba package's dictionary, or 'none' (default jieba for --model-config chars without --init-checkpoint, else none)")
+    m.add_argument("--lexicon", help="dictionary-word features: a word-list file ('word', 'word<TAB>TYPE' or jieba's 'word freq tag' per line), 'jieba' for the jieba package's dictionary, several joined by commas (jieba,terms.tsv), or 'none' (default jieba for --model-config chars without --init-checkpoint, else none)")
     m.add_argument("--lexicon-max-len", type=int, default=8, help="longest dictionary word looked up, in characters")
     m.add_argument("--augment-mentions", type=int, help="add N copies of the training set with each entity swapped for a --lexicon word of the same type and length (default: see the recipe)")
     m.add_argument("--unk-dropout", type=float, help="share of training characters the model reads as [UNK], so that it learns names from context and the lexicon too (default: see the recipe)")

@@ -142,8 +142,8 @@ class Tagger(keras.Model):
             model_ids = tf.where(input_ids < self.trained_vocab_size, input_ids, unknown)
         if training and self.unk_dropout:
             is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
-            hidden = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < self.unk_dropout
-            model_ids = tf.where(is_char & hidden, unknown, model_ids)
+            hide = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < self.unk_dropout
+            model_ids = tf.where(is_char & hide, unknown, model_ids)
         words = self.lexicon(input_ids) if self.lexicon is not None else None
         hidden = stack_features(
             self.encoder, self.bigrams, self.lstm, model_ids, training, self.dropout, extra=words
@@ -219,7 +219,7 @@ class Tagger(keras.Model):
         piece_len = tf.reduce_sum(tf.cast(in_sentence, tf.int32), axis=-1)  # [batch, windows]
 
         # Only windows in first use go through the model: in a batch with one long sentence
-        # every other row would otherwise pay for as many windows as it has (the repeats
+        # every row would otherwise run as many windows as that sentence needs (the repeats
         # carry weight 0 below), e.g. 32 windows instead of 17 for 16 rows.
         used = tf.reshape(first_use, [-1])  # [batch * windows]
         flat = tf.boolean_mask(tf.reshape(pieces, [-1, window]), used)

@@ -394,7 +394,12 @@ def _job_paths_and_resume(values: dict, paths, job, notes: list) -> None:
     for key in PATH_FIELDS:
         value = values.get(key)
         built_in = PRESETS if key == "model_config" else BUILT_IN_VALUES.get(key, ())
-        if value and value not in built_in:
+        if value and key == "lexicon":  # "jieba,terms.tsv": resolve each file, keep the names
+            values[key] = ",".join(
+                part if part in built_in else _resolve_path(key, part, paths, job.channels)
+                for part in value.split(",")
+            )
+        elif value and value not in built_in:
             values[key] = _resolve_path(key, value, paths, job.channels)
     if "output_dir" in values and paths.remap(values["output_dir"]) != paths.model:
         notes.append(f"output_dir {values['output_dir']} replaced by the job's model dir {paths.model}")

@@ -1,6 +1,7 @@
 """Dictionaries for the lexicon features (`model.lexicon`): reading them and turning them into keys.
 
-`--lexicon` takes a word-list file, or `jieba` for the dictionary inside the jieba package
+`--lexicon` takes a word-list file, `jieba` for the dictionary inside the jieba package, or
+several of these joined by commas (`jieba,terms.tsv`); `jieba` is the dictionary
 (349,046 words with part-of-speech tags, of which nr/nrt/nrfg = person, ns = place, nt =
 organisation). Domain users pass their own term lists the same way. One entry per line:
 
@@ -92,30 +93,39 @@ def parse_line(line: str, where: str) -> tuple[str, str | None] | None:
     raise LexiconError(f"{where}: expected 'word', 'word<TAB>TYPE' or 'word freq [tag]', got {line!r}")
 
 
-def read_lexicon(spec: str | os.PathLike) -> Lexicon:
-    """Reads a lexicon file, or jieba's dictionary for `spec == "jieba"`."""
-    path = jieba_dictionary() if str(spec) == JIEBA else Path(spec)
-    if not path.exists():
-        raise LexiconError(f"lexicon file {path} does not exist (or pass --lexicon jieba / none)")
-    typed: dict[str, set[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+def _read_words(path: Path, typed: dict[str, set[str]]) -> None:
+    """Adds one file's words (and their types) to `typed`."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            where = f"{path}:{number}"
             try:
-                parsed = parse_line(line, f"{path}:{number}")
-            except UnicodeDecodeError as err:  # pragma: no cover - raised by the file iterator
-                raise LexiconError(f"{path}:{number}: not UTF-8 ({err})") from err
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise LexiconError(f"{where}: not UTF-8 ({err.reason} at byte {err.start})") from None
+            parsed = parse_line(line.lstrip("\ufeff") if number == 1 else line, where)
             if parsed is None:
                 continue
             word, etype = parsed
             types = typed.setdefault(word, set())
             if etype is not None:
                 types.add(etype)
+
+
+def read_lexicon(spec: str | os.PathLike) -> Lexicon:
+    """Reads a lexicon: a file, `jieba` for jieba's dictionary, or several joined by commas
+    (e.g. "jieba,terms.tsv": a word's types are the union of what the sources say)."""
+    typed: dict[str, set[str]] = {}
+    for part in str(spec).split(","):
+        path = jieba_dictionary() if part.strip() == JIEBA else Path(part.strip())
+        if not path.is_file():
+            raise LexiconError(f"lexicon file {path} does not exist (or pass --lexicon jieba / none)")
+        _read_words(path, typed)
     if not typed:
-        raise LexiconError(f"lexicon {path} holds no words")
+        raise LexiconError(f"lexicon {spec} holds no words")
     names = sorted({t for types in typed.values() for t in types})
     classes = (WORD_CLASS, *names)
     if len(classes) > MAX_CLASSES:
-        raise LexiconError(f"lexicon {path} names {len(names)} types; at most {MAX_CLASSES - 1} are supported")
+        raise LexiconError(f"lexicon {spec} names {len(names)} types; at most {MAX_CLASSES - 1} are supported")
     bit = {name: 1 << i for i, name in enumerate(classes)}
     entries = {word: 1 | sum(bit[t] for t in types) for word, types in typed.items()}
     return Lexicon(str(spec), classes, entries)
