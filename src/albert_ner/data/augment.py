@@ -40,18 +40,14 @@ def replace_mentions(examples: list[Example], lexicon, copies: int, seed: int) -
     out = []
     for _ in range(copies):
         for example in examples:
-            replaceable = [e for e in example.entities if (e.type, e.end - e.start) in pools]
-            if not replaceable:
+            if not any((e.type, e.end - e.start) in pools for e in example.entities):
                 continue
-            text, entities, cursor, pieces = example.text, [], 0, []
+            # Same length, so every offset (and so every label) stays where it was.
+            chars = list(example.text)
             for entity in example.entities:
-                pieces.append(text[cursor:entity.start])
-                start = sum(map(len, pieces))
                 pool = pools.get((entity.type, entity.end - entity.start))
-                mention = rng.choice(pool) if pool else text[entity.start:entity.end]
-                pieces.append(mention)
-                entities.append(Entity(start, start + len(mention), entity.type))
-                cursor = entity.end
-            pieces.append(text[cursor:])
-            out.append(Example("".join(pieces), entities, source=f"{example.source} (mentions replaced)"))
+                if pool:
+                    chars[entity.start:entity.end] = rng.choice(pool)
+            entities = [Entity(e.start, e.end, e.type) for e in example.entities]
+            out.append(Example("".join(chars), entities, source=f"{example.source} (mentions replaced)"))
     return out

@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from albert_ner.model.lexicon import word_key
-
 JIEBA = "jieba"
 WORD_CLASS = "word"
 JIEBA_TYPES = {"nr": "PER", "nrt": "PER", "nrfg": "PER", "ns": "LOC", "nt": "ORG"}
@@ -50,11 +48,20 @@ class Lexicon:
     entries: dict[str, int]
 
 
-def jieba_dictionary() -> Path:
-    """The dict.txt shipped inside the jieba package (read as data; jieba is not imported)."""
+def _jieba_spec():
     import importlib.util
 
-    spec = importlib.util.find_spec("jieba")
+    return importlib.util.find_spec("jieba")
+
+
+def jieba_installed() -> bool:
+    """Whether the jieba package (the default lexicon's dictionary) can be found."""
+    return _jieba_spec() is not None
+
+
+def jieba_dictionary() -> Path:
+    """The dict.txt shipped inside the jieba package (read as data; jieba is not imported)."""
+    spec = _jieba_spec()
     if spec is None or not spec.submodule_search_locations:
         raise LexiconError(
             "--lexicon jieba needs the jieba package (its dictionary is the word list): "
@@ -143,6 +150,8 @@ def lexicon_arrays(lexicon: Lexicon, tokenizer, max_len: int):
     vocabulary maps to [UNK], are left out (the report counts them): an [UNK] would make
     the word match any unknown character.
     """
+    from albert_ner.model.lexicon import word_key  # TensorFlow: only when keys are built
+
     table: dict[int, int] = {}
     skipped_length = skipped_unknown = 0
     for word, bits in lexicon.entries.items():

@@ -197,8 +197,9 @@ class Trainer:
         self.trained_vocab_size = 0  # see Tagger: set when the lexicon extends the vocabulary
         lexicon_unset = args.lexicon is None
         args = dataclasses.replace(args, **fill_defaults(args, has_checkpoint, None, train_sentences=len(examples)))
-        if lexicon_unset and missing_lexicon_note(args, has_checkpoint):
-            log(missing_lexicon_note(args, has_checkpoint))
+        note = missing_lexicon_note(args, has_checkpoint) if lexicon_unset else None
+        if note:
+            log(note)
         original_sentences = len(examples)
         lexicon = None
         if args.lexicon != NO_LEXICON:

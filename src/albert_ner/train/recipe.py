@@ -10,6 +10,8 @@ are filled here, and `describe` says in one line what was chosen and why.
 
 from __future__ import annotations
 
+from albert_ner.text.lexicon import jieba_installed
+
 # The no-download default: the classic BiLSTM-CRF over character + bigram embeddings.
 SCRATCH_MODEL_CONFIG = "chars"
 SEQUENCE_DEFAULTS = {"lstm_units": 128, "bigram_buckets": 1 << 18, "bigram_size": 64}
@@ -31,13 +33,6 @@ SMALL_DATA_AUGMENT_MENTIONS = 8
 TRANSFORMER_SCRATCH_LEARNING_RATE = 1e-3  # a transformer trained from random init
 PRETRAINED_LEARNING_RATE = 5e-5  # fine-tuning pretrained weights
 TRANSFORMER_DROPOUT = 0.1
-
-
-def jieba_installed() -> bool:
-    """Whether the jieba package (the default lexicon's dictionary) can be found."""
-    import importlib.util
-
-    return importlib.util.find_spec("jieba") is not None
 
 
 def missing_lexicon_note(args, pretrained: bool) -> str | None:
