@@ -13,7 +13,8 @@ from albert_ner.model.lexicon import LexiconFeatures, ROLES, ngram_keys, word_ke
 from albert_ner.model.tagger import Tagger
 from albert_ner.model_dir import load_weights, save_weights
 from albert_ner.text.lexicon import (
-    LexiconError, lexicon_arrays, lexicon_characters, parse_line, read_lexicon,
+    PROFILE_SMOOTHING, LexiconError, character_profile, lexicon_arrays, lexicon_characters,
+    parse_line, read_lexicon,
 )
 from albert_ner.text.tokenizer import CharTokenizer
 from albert_ner.text.vocab import Vocab
@@ -169,6 +170,46 @@ def test_vocab_extension_keeps_existing_ids():
     assert set(bigger.tokens[len(vocab):]) == {"上", "海", "a"}  # width-folded, lower-cased
 
 
+def test_character_profile_counts_each_role_per_class(tmp_path):
+    path = tmp_path / "terms.txt"
+    path.write_text("王小明\tPER\n王府井\tLOC\n北京\tLOC\n京\n小x\n", encoding="utf-8")
+    lexicon = read_lexicon(path)
+    assert lexicon.classes == ("word", "LOC", "PER")
+    tokenizer = CharTokenizer(Vocab.build(["王小明府井北京"]))
+    profile = character_profile(lexicon, tokenizer)
+    assert profile.shape == (len(tokenizer.vocab), 3 * 4) and profile.dtype == np.float32
+
+    def row(char):  # [class, role] with roles B, M, E, S
+        return profile[tokenizer.encode(char)[0]].reshape(3, 4)
+
+    # "word" channels: log(1 + count) over the channel's largest count (2 words begin with 王).
+    top_begin = np.log1p(2)
+    np.testing.assert_allclose(row("王")[0], [1.0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(row("京")[0], [0, 0, 1.0, 1.0], atol=1e-6)  # ends 北京, is 京
+    np.testing.assert_allclose(row("小")[0], [np.log1p(1) / top_begin, 1.0, 0, 0], atol=1e-6)
+    # Type channels: the share of those words of the type, smoothed.
+    share = 1 / (2 + PROFILE_SMOOTHING)
+    np.testing.assert_allclose(row("王")[1:, 0], [share, share], atol=1e-6)  # LOC, PER
+    np.testing.assert_allclose(row("明")[2], [0, 0, 1 / (1 + PROFILE_SMOOTHING), 0], atol=1e-6)
+    np.testing.assert_allclose(row("京")[1], [0, 0, 1 / (1 + PROFILE_SMOOTHING), 0], atol=1e-6)
+    # "x" is outside the vocabulary: the shared [UNK] row learns nothing from it.
+    assert not profile[tokenizer.unk_id].any()
+
+
+def test_layer_profile_is_gathered_per_character_after_the_word_channels():
+    layer = make_layer({(5, 6): 0b11}, max_len=3, num_classes=2)
+    with_profile = LexiconFeatures(layer.size, 3, 2, profile_vocab=8)
+    table = np.arange(8 * 8, dtype=np.float32).reshape(8, 8) / 64
+    with_profile.set_entries(layer.keys.numpy(), layer.bits.numpy(), table)
+    ids = tf.constant([[5, 6, 7, 1]])
+    out = with_profile(ids).numpy()
+    assert out.shape == (1, 4, 3 * 2 + 4 * 2) and with_profile.channels == 14
+    np.testing.assert_array_equal(out[..., :6], layer(ids).numpy())
+    np.testing.assert_array_equal(out[0, :, 6:], table[[5, 6, 7, 1]])
+    with pytest.raises(ValueError, match="profile"):
+        with_profile.set_entries(layer.keys.numpy(), layer.bits.numpy())
+
+
 # ---------------------------------------------------------------------------- in the tagger
 def test_tagger_lexicon_round_trips_through_weights_and_reads_new_characters_as_unk(tmp_path):
     config = EncoderConfig.resolve("chars", vocab_size=40)
@@ -209,12 +250,12 @@ def test_training_with_a_word_list_exports_a_model_that_uses_it(synthetic_data, 
     out = tmp_path / "lex"
     run_training(TrainArgs(
         train_file=str(synthetic_data["train"]), dev_file=str(synthetic_data["dev"]), output_dir=str(out),
-        lexicon=str(terms), lstm_units=16, bigram_buckets=1024, bigram_size=8, max_steps=60,
+        lexicon=str(terms), lexicon_profile=True, lstm_units=16, bigram_buckets=1024, bigram_size=8, max_steps=60,
         eval_every=60, batch_size=16, max_seq_length=40, seed=5,
     ))
     md = ModelDir(out)
     config = json.loads(md.config.read_text())
-    assert config["lexicon_size"] > 0 and config["lexicon_classes"][0] == "word"
+    assert config["lexicon_size"] > 0 and config["lexicon_classes"][0] == "word" and config["lexicon_profile"]
     assert config["trained_vocab_size"] <= config["encoder"]["vocab_size"]
     # The SavedModel carries the dictionary: it tags as the weights say after a re-export.
     texts = [e.text for e in dev[:30]]
@@ -271,7 +312,9 @@ def test_recipe_has_a_small_data_regime():
     args = TrainArgs(train_file="t", output_dir="o")
     small = recipe.fill_defaults(args, False, None, train_sentences=1500)
     assert small["augment_mentions"] == recipe.SMALL_DATA_AUGMENT_MENTIONS > 0
-    assert recipe.fill_defaults(args, False, None, train_sentences=46_000)["augment_mentions"] == 0
+    assert small["lexicon_profile"] is True
+    large = recipe.fill_defaults(args, False, None, train_sentences=46_000)
+    assert large["augment_mentions"] == 0 and large["lexicon_profile"] is False
     chars = TrainArgs(train_file="t", output_dir="o", model_config="chars", lexicon="jieba")
     assert recipe.fill_defaults(chars, False, "chars", train_sentences=1500)["unk_dropout"] == recipe.SMALL_DATA_UNK_DROPOUT
     assert recipe.fill_defaults(chars, False, "chars", train_sentences=46_000)["unk_dropout"] == recipe.SEQUENCE_UNK_DROPOUT

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from albert_ner.cli import build_parser
@@ -23,8 +25,25 @@ ENV = {
 def test_defaults():
     s = from_environ("m", {})
     assert (s.port, s.workers, s.max_payload_bytes, s.batching) == (8080, 1, 6 * 2**20, True)
-    assert (s.max_batch_tokens, s.batch_timeout_ms, s.predict_batch_tokens, s.max_queue) == (8192, 2.0, 1024, 256)
+    assert (s.max_batch_tokens, s.batch_timeout_ms, s.predict_batch_tokens, s.max_queue) == (8192, 2.0, None, 256)
     assert s.mode == "real-time"
+
+
+def test_model_call_padding_defaults_by_model(tmp_path):
+    from albert_ner.serving.settings import (
+        RECURRENT_PREDICT_BATCH_TOKENS, TRANSFORMER_PREDICT_BATCH_TOKENS, predict_batch_tokens_for,
+    )
+
+    for name, lstm_units, expected in [("bilstm", 128, RECURRENT_PREDICT_BATCH_TOKENS),
+                                       ("albert", 0, TRANSFORMER_PREDICT_BATCH_TOKENS),
+                                       ("old", None, TRANSFORMER_PREDICT_BATCH_TOKENS)]:
+        config = {"encoder": {}, "head": "crf"}
+        if lstm_units is not None:
+            config["lstm_units"] = lstm_units
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_config.json").write_text(json.dumps(config))
+        assert predict_batch_tokens_for(tmp_path / name) == expected
+    assert RECURRENT_PREDICT_BATCH_TOKENS > TRANSFORMER_PREDICT_BATCH_TOKENS
 
 
 def test_the_environment_fills_what_options_leave_out():

@@ -160,6 +160,7 @@ def _add_train_parser(sub) -> None:
     m.add_argument("--bigram-size", type=int, help="width of the character-bigram embeddings (default 64 for chars, else 0)")
     m.add_argument("--lexicon", help="dictionary-word features: a word-list file ('word', 'word<TAB>TYPE' or jieba's 'word freq tag' per line), 'jieba' for the jieba package's dictionary, several joined by commas (jieba,terms.tsv), or 'none' (default jieba for --model-config chars without --init-checkpoint, else none)")
     m.add_argument("--lexicon-max-len", type=int, default=8, help="longest dictionary word looked up, in characters")
+    m.add_argument("--lexicon-profile", action=argparse.BooleanOptionalAction, default=None, help="also give each character its profile in the lexicon's words (how often it begins/ends words of each type), which carries over to names the lexicon lacks (default: on for small training sets, see the recipe)")
     m.add_argument("--augment-mentions", type=int, help="add N copies of the training set with each entity swapped for a --lexicon word of the same type and length (default: see the recipe)")
     m.add_argument("--unk-dropout", type=float, help="share of training characters the model reads as [UNK], so that it learns names from context and the lexicon too (default: see the recipe)")
     t = p.add_argument_group("optimisation")

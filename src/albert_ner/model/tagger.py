@@ -58,6 +58,9 @@ class Tagger(keras.Model):
       lexicon_size, lexicon_max_len, lexicon_classes: dictionary-word features (entries,
         longest word, class names); size 0 = none. The entries are weights, loaded with
         `self.lexicon.set_entries` or with the other weights.
+      lexicon_profile: also give every character its profile in the lexicon's words (a
+        table of config.vocab_size rows; `model.lexicon`), which carries over to names
+        the dictionary does not list.
       trained_vocab_size, unk_id: ids ≥ trained_vocab_size are characters the training text
         never shows, added to the vocabulary only so that the lexicon can match words with
         them; the encoder and bigrams see them as [UNK] (unk_id), whose embedding is trained,
@@ -82,6 +85,7 @@ class Tagger(keras.Model):
         lexicon_size: int = 0,
         lexicon_max_len: int = 0,
         lexicon_classes=(),
+        lexicon_profile: bool = False,
         trained_vocab_size: int = 0,
         unk_id: int = 100,
         unk_dropout: float = 0.0,
@@ -102,7 +106,10 @@ class Tagger(keras.Model):
         self.unk_seed = keras.random.SeedGenerator(name="unk_seed") if unk_dropout else None
         self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
         self.lexicon = (
-            LexiconFeatures(lexicon_size, lexicon_max_len, len(lexicon_classes), name="lexicon")
+            LexiconFeatures(
+                lexicon_size, lexicon_max_len, len(lexicon_classes),
+                profile_vocab=config.vocab_size if lexicon_profile else 0, name="lexicon",
+            )
             if lexicon_size else None
         )
         self.dropout = keras.layers.Dropout(classifier_dropout)

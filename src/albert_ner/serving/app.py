@@ -46,7 +46,9 @@ from albert_ner.serving.requests import (
     parse_body,
     response_type,
 )
-from albert_ner.serving.settings import ENV_MAX_PAYLOAD, ENV_MAX_QUEUE, ENV_SETTINGS, ServeSettings
+from albert_ner.serving.settings import (
+    ENV_MAX_PAYLOAD, ENV_MAX_QUEUE, ENV_PREDICT_BATCH_TOKENS, ENV_SETTINGS, ServeSettings, predict_batch_tokens_for,
+)
 
 # Bodies larger than this are parsed and encoded on a worker thread, so a 6 MB batch-transform
 # payload does not stall the event loop (and /ping) for the tens of milliseconds json takes.
@@ -65,10 +67,17 @@ def _json(status: int, value: dict, request: Request | None = None, **headers) -
     return Response(body, status, headers=headers or None, media_type=JSON)
 
 
-def _load_predictor(model_dir: str, batch_tokens: int):
-    """Runs on the model thread: TensorFlow is imported there, not at server start."""
+def _load_predictor(model_dir: str, batch_tokens: int | None):
+    """Runs on the model thread: TensorFlow is imported there, not at server start.
+
+    batch_tokens None = the model's own default (`settings.predict_batch_tokens_for`).
+    """
     from albert_ner.predict import Predictor
 
+    if batch_tokens is None:
+        batch_tokens = predict_batch_tokens_for(model_dir)
+        log(f"model calls of up to {batch_tokens} padded characters (the default for this model; "
+            f"set {ENV_PREDICT_BATCH_TOKENS} or --predict-batch-tokens to change)")
     return Predictor.from_model_dir(model_dir, batch_tokens=batch_tokens)
 
 

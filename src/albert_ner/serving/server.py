@@ -68,7 +68,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser, container: bool = False
                         help=f"longest wait for more requests once a batch has one (default: ${ENV_BATCH_TIMEOUT_MS} or 2)")
     parser.add_argument("--predict-batch-tokens", type=int,
                         help="rows x longest row per TensorFlow call within a merged batch; small keeps long and "
-                        f"short sentences apart (default: ${ENV_PREDICT_BATCH_TOKENS} or 1024)")
+                        f"short sentences apart (default: ${ENV_PREDICT_BATCH_TOKENS}, else 4096 for a model with a "
+                        "BiLSTM and 1024 for one without)")
     parser.add_argument("--max-queue", type=int,
                         help="requests that may wait for the model; more get 503 with Retry-After "
                         f"(default: ${ENV_MAX_QUEUE} or 256, per worker)")
@@ -98,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         raise ValueError(f"--workers must be at least 1, got {settings.workers}")
     if not 0 <= settings.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {settings.port}")
-    if min(settings.max_batch_tokens, settings.predict_batch_tokens, settings.max_queue) < 1 or settings.batch_timeout_ms < 0:
+    if min(settings.max_batch_tokens, settings.predict_batch_tokens or 1, settings.max_queue) < 1 or settings.batch_timeout_ms < 0:
         raise ValueError("--max-batch-tokens, --predict-batch-tokens and --max-queue must be at least 1, "
                          "--batch-timeout-ms not negative")
     return settings

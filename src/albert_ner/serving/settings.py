@@ -7,7 +7,7 @@
   dynamic batching   ALBERT_NER_BATCHING (true/false)   --no-batching         on
   batch budget       ALBERT_NER_MAX_BATCH_TOKENS        --max-batch-tokens    8192 characters
   batch wait         ALBERT_NER_BATCH_TIMEOUT_MS        --batch-timeout-ms    2 ms
-  model-call padding ALBERT_NER_PREDICT_BATCH_TOKENS    --predict-batch-tokens 1024 characters
+  model-call padding ALBERT_NER_PREDICT_BATCH_TOKENS    --predict-batch-tokens by model (below)
   queue limit        ALBERT_NER_MAX_QUEUE               --max-queue           256 requests
 
 The SAGEMAKER_* variables are the ones SageMaker sets in a hosting or batch-transform
@@ -40,11 +40,15 @@ ENV_SETTINGS = "ALBERT_NER_SERVE_SETTINGS"
 DEFAULT_PORT = 8080
 # SageMaker's own limit for a real-time invocation (batch transform allows up to 100).
 DEFAULT_MAX_PAYLOAD_MB = 6.0
-# Rows × longest row per TensorFlow call inside a merged batch (`Predictor.batch_tokens`).
-# Every row pays for the longest row's windows, so a small budget keeps long and short
-# sentences in separate calls: on ALBERT-tiny, 8 mixed MSRA sentences took 13.3 s per 20
-# merged calls at 8192 and 7.8 s at 1024 (2 busy cores).
-DEFAULT_PREDICT_BATCH_TOKENS = 1024
+# Rows × longest row per TensorFlow call inside a merged batch (`Predictor.batch_tokens`),
+# unless set: it depends on the model. Every row pays for the longest row's windows, so a
+# small budget keeps long and short sentences in separate calls — right for a transformer,
+# whose cost grows with the padded size: ALBERT-tiny served 115 req/s at 1024 and 103 at
+# 4096. A BiLSTM (and the CRF) pay per time step whatever the rows, so one wide call beats
+# several narrow ones: the default BiLSTM-CRF served 464 req/s at 4096 and 403 at 1024
+# (benchmarks/load_test.py, 16 clients, BENCHMARKS.md).
+TRANSFORMER_PREDICT_BATCH_TOKENS = 1024
+RECURRENT_PREDICT_BATCH_TOKENS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +63,7 @@ class ServeSettings:
     batching: bool = True
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
-    predict_batch_tokens: int = DEFAULT_PREDICT_BATCH_TOKENS
+    predict_batch_tokens: int | None = None  # None = by model (`predict_batch_tokens_for`)
     max_queue: int = DEFAULT_MAX_QUEUE
     # SAGEMAKER_BATCH / SAGEMAKER_BATCH_STRATEGY: only logged (both strategies need nothing special)
     batch_transform: str | None = None
@@ -74,6 +78,14 @@ class ServeSettings:
     @property
     def mode(self) -> str:
         return f"batch transform ({self.batch_transform})" if self.batch_transform else "real-time"
+
+
+def predict_batch_tokens_for(model_dir) -> int:
+    """The model-call padding budget that suits the model in `model_dir` (see the constants)."""
+    from albert_ner.model_dir import ModelDir
+
+    config = ModelDir(model_dir).load_model_config()
+    return RECURRENT_PREDICT_BATCH_TOKENS if config.get("lstm_units") else TRANSFORMER_PREDICT_BATCH_TOKENS
 
 
 def _number(environ: Mapping[str, str], name: str, kind, minimum):

@@ -64,6 +64,9 @@ class TrainArgs:
     # the jieba package) or "none"; None = the recipe's choice. Words up to lexicon_max_len.
     lexicon: str | None = None
     lexicon_max_len: int = 8
+    # Each character's profile in the lexicon's words as features too (Tagger.lexicon_profile);
+    # None = the recipe's choice.
+    lexicon_profile: bool | None = None
     # Share of training characters the model reads as [UNK] (Tagger.unk_dropout); None = recipe.
     unk_dropout: float | None = None
     # Copies of the training set with entities swapped for lexicon words of the same type and
@@ -237,6 +240,11 @@ class Trainer:
             lexicon_keys, lexicon_bits, report = lexicon_arrays(lexicon, self.tokenizer, args.lexicon_max_len)
             self.lexicon_classes = lexicon.classes
             log(report)
+            lexicon_profile = None
+            if args.lexicon_profile:
+                from albert_ner.text.lexicon import character_profile
+
+                lexicon_profile = character_profile(lexicon, self.tokenizer)
             if pretrained is not None and pretrained.stack_options:
                 raise ValueError(
                     f"--lexicon {args.lexicon} cannot be added to {args.init_checkpoint}: its BiLSTM "
@@ -296,6 +304,7 @@ class Trainer:
                 lexicon_size=len(lexicon_keys) if lexicon is not None else 0,
                 lexicon_max_len=args.lexicon_max_len if lexicon is not None else 0,
                 lexicon_classes=self.lexicon_classes,
+                lexicon_profile=lexicon is not None and bool(args.lexicon_profile),
                 trained_vocab_size=self.trained_vocab_size,
                 unk_id=vocab.unk_id,
                 unk_dropout=args.unk_dropout,
@@ -303,7 +312,7 @@ class Trainer:
             self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
             self.model.build_variables()
             if lexicon is not None:
-                self.model.lexicon.set_entries(lexicon_keys, lexicon_bits)
+                self.model.lexicon.set_entries(lexicon_keys, lexicon_bits, lexicon_profile)
             if pretrained is not None:
                 pretrained.load_into(self.model.encoder)
                 if pretrained.stack_options:  # the no-transformer stack pretrained by `pretrain`
@@ -607,6 +616,7 @@ class Trainer:
             "lexicon_size": self.model.lexicon.size if self.model.lexicon is not None else 0,
             "lexicon_max_len": self.model.lexicon.max_len if self.model.lexicon is not None else 0,
             "lexicon_classes": list(self.lexicon_classes),
+            "lexicon_profile": self.model.lexicon is not None and self.model.lexicon.profile_vocab > 0,
             "trained_vocab_size": self.trained_vocab_size,
             "unk_dropout": self.args.unk_dropout,
         })

@@ -29,6 +29,7 @@ SEQUENCE_UNK_DROPOUT = 0.2
 SMALL_DATA_SENTENCES = 5000
 SMALL_DATA_UNK_DROPOUT = 0.4
 SMALL_DATA_AUGMENT_MENTIONS = 8
+SMALL_DATA_LEXICON_PROFILE = True
 
 TRANSFORMER_SCRATCH_LEARNING_RATE = 1e-3  # a transformer trained from random init
 PRETRAINED_LEARNING_RATE = 5e-5  # fine-tuning pretrained weights
@@ -71,9 +72,11 @@ def fill_defaults(args, pretrained: bool, model_type: str | None, stack: dict | 
         scratch = not pretrained and filled.get("model_config", args.model_config) == SCRATCH_MODEL_CONFIG
         filled["lexicon"] = SCRATCH_LEXICON if scratch and jieba_installed() else NO_LEXICON
     small = train_sentences is not None and train_sentences < SMALL_DATA_SENTENCES
+    lexicon = filled.get("lexicon", args.lexicon)
     if args.augment_mentions is None:
-        lexicon = filled.get("lexicon", args.lexicon)
         filled["augment_mentions"] = SMALL_DATA_AUGMENT_MENTIONS if small and lexicon != NO_LEXICON else 0
+    if args.lexicon_profile is None:
+        filled["lexicon_profile"] = SMALL_DATA_LEXICON_PROFILE if small and lexicon != NO_LEXICON else False
     if model_type is None:
         return filled
     sequence_model = model_type == "chars"
@@ -113,6 +116,8 @@ def describe(args, pretrained: bool) -> str:
         parts.append(f"+ bigrams ({args.bigram_buckets}×{args.bigram_size})")
     if args.lexicon and args.lexicon != NO_LEXICON:
         parts.append(f"+ lexicon {args.lexicon} (words ≤ {args.lexicon_max_len})")
+    if args.lexicon_profile and args.lexicon and args.lexicon != NO_LEXICON:
+        parts.append("+ character profiles")
     if args.augment_mentions:
         parts.append(f"+ {args.augment_mentions} mention-replaced copies of the data")
     if args.unk_dropout:
