@@ -378,7 +378,9 @@ def test_recipe_results_registry_loads_every_committed_run():
     assert len(results) >= 2
     for result in results:
         assert result.records and all("eval_f" in r and "epoch" in r for r in result.records)
-        assert 0.0 < result.test_entity_f1 < 1.0
+        # 0.0 is a real result (a recipe that tagged nothing within its budget), 1.0 is not.
+        assert result.test_entity_f1 is not None and 0.0 <= result.test_entity_f1 < 1.0
+    assert max(r.test_entity_f1 for r in results) > 0.85  # the default recipe's committed runs
     import matplotlib
 
     matplotlib.use("Agg")
