@@ -269,7 +269,7 @@ def test_training_with_a_word_list_exports_a_model_that_uses_it(synthetic_data, 
 
 # ---------------------------------------------------------------------------- mention replacement
 def test_mention_replacement_keeps_labels_exact_and_is_seeded(tmp_path):
-    from albert_ner.data.augment import replace_mentions
+    from albert_ner.data.augment import REPLACE_SHARE, replace_mentions
     from albert_ner.data.example import Entity, Example
 
     path = tmp_path / "terms.txt"
@@ -280,13 +280,19 @@ def test_mention_replacement_keeps_labels_exact_and_is_seeded(tmp_path):
         Example("没有实体。", [], "f:3"),
         Example("公司ＡＢＣ", [Entity(2, 5, "ORG")], "f:5"),  # no ORG words: no copy
     ]
-    extra = replace_mentions(examples, lexicon, copies=2, seed=1)
-    assert len(extra) == 2 and extra == replace_mentions(examples, lexicon, copies=2, seed=1)
+    extra = replace_mentions(examples, lexicon, copies=2, seed=1, share=1.0)
+    assert len(extra) == 2 and extra == replace_mentions(examples, lexicon, copies=2, seed=1, share=1.0)
     for copy in extra:
         assert copy.entities == examples[0].entities  # same lengths: same offsets and types
         assert copy.text[0:2] in {"李四", "王五"} and copy.text[7:9] in {"李四", "王五"}
         assert copy.text[3:5] == "上海" and copy.text[2] == "在" and copy.text[9:] == "。"
         assert copy.source == "f:1 (mentions replaced)"
+    # By default each mention is swapped only sometimes, so the set's own names stay frequent.
+    many = replace_mentions(examples, lexicon, copies=400, seed=3)
+    kept = sum(copy.text[0:2] == "张三" for copy in many) / len(many)
+    assert len(many) == 400 and abs(kept - (1 - REPLACE_SHARE)) < 0.08
+    assert {copy.text[3:5] for copy in many} == {"北京", "上海"}
+    assert all(c.text == examples[0].text for c in replace_mentions(examples, lexicon, copies=3, seed=3, share=0.0))
 
 
 def test_recipe_uses_the_lexicon_only_for_the_no_download_model():

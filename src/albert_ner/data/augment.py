@@ -17,6 +17,9 @@ import random
 
 from albert_ner.data.example import Entity, Example
 
+# Probability that a replaceable mention is swapped in a copy (see the module doc).
+REPLACE_SHARE = 0.3
+
 
 def words_by_type_and_length(lexicon) -> dict[tuple[str, int], list[str]]:
     """{(type, length): sorted words} for every entity type (class other than "word")."""
@@ -30,10 +33,12 @@ def words_by_type_and_length(lexicon) -> dict[tuple[str, int], list[str]]:
     return {key: sorted(words) for key, words in table.items()}
 
 
-def replace_mentions(examples: list[Example], lexicon, copies: int, seed: int) -> list[Example]:
+def replace_mentions(examples: list[Example], lexicon, copies: int, seed: int,
+                     share: float = REPLACE_SHARE) -> list[Example]:
     """`copies` new sentences per example that has a replaceable entity (see the module doc).
 
-    Deterministic for a given seed. Sentences without a replaceable entity get no copy.
+    Each replaceable mention is swapped with probability `share`. Deterministic for a given
+    seed. Sentences without a replaceable entity get no copy.
     """
     pools = words_by_type_and_length(lexicon)
     rng = random.Random(seed)
@@ -46,7 +51,7 @@ def replace_mentions(examples: list[Example], lexicon, copies: int, seed: int) -
             chars = list(example.text)
             for entity in example.entities:
                 pool = pools.get((entity.type, entity.end - entity.start))
-                if pool:
+                if pool and rng.random() < share:
                     chars[entity.start:entity.end] = rng.choice(pool)
             entities = [Entity(e.start, e.end, e.type) for e in example.entities]
             out.append(Example("".join(chars), entities, source=f"{example.source} (mentions replaced)"))
