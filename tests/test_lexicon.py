@@ -338,6 +338,14 @@ def test_mention_replacement_without_a_lexicon_is_a_clear_error(synthetic_data, 
                                lexicon="none", augment_mentions=1, max_steps=1))
 
 
+def test_character_profiles_without_a_lexicon_are_a_clear_error(synthetic_data, tmp_path):
+    from albert_ner.train.loop import TrainArgs, run_training
+
+    with pytest.raises(ValueError, match="--lexicon-profile needs a --lexicon"):
+        run_training(TrainArgs(train_file=str(synthetic_data["train"]), output_dir=str(tmp_path / "x"),
+                               lexicon="none", lexicon_profile=True, max_steps=1))
+
+
 def test_without_jieba_the_recipe_leaves_the_lexicon_out_and_says_so(monkeypatch):
     from albert_ner.train import recipe
     from albert_ner.train.loop import TrainArgs

@@ -218,6 +218,8 @@ class Trainer:
                 examples = examples + extra
         elif args.augment_mentions:
             raise ValueError("--augment-mentions needs a typed --lexicon to draw entity names from")
+        elif args.lexicon_profile:
+            raise ValueError("--lexicon-profile needs a --lexicon to profile the characters in")
         pretrained, vocab = load_pretrained_and_vocab(
             args.init_checkpoint, args.checkpoint_layout, args.vocab_file,
             [e.text for e in examples], log,
