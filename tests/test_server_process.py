@@ -8,6 +8,7 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from serving_helpers import lines_of, request
@@ -96,9 +97,14 @@ def test_a_bad_setting_is_a_one_line_error(trained_model, monkeypatch, capsys):
 def test_two_workers(trained_model, tmp_path):
     log = tmp_path / "serve.log"
     with ServerProcess(trained_model, "--workers", "2", log_path=log) as server:
-        server.wait_ready()
-        status, _, out = request(server.url + "/invocations", "\n".join(TEXTS).encode(), "text/plain")
-        assert status == 200 and [r["text"] for r in lines_of(out)] == TEXTS
+        server.wait_ready()  # /ping only: its 200 must mean both workers have the model
+        assert log.read_text().count("loaded and warmed up in") == 2
+        # New connections are spread over both workers; none may find its model loading.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: request(server.url + "/invocations", "\n".join(TEXTS).encode(),
+                                                      "text/plain"), range(16)))
+        assert [status for status, _, _ in answers] == [200] * 16
+        assert all([r["text"] for r in lines_of(out)] == TEXTS for _, _, out in answers)
         status, _, out = request(server.url + "/execution-parameters")
         assert json.loads(out)["MaxConcurrentTransforms"] == 4
         assert server.stop() == 0

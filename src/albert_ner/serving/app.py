@@ -1,7 +1,8 @@
 """The ASGI application: SageMaker's hosting routes over a `DynamicBatcher` (starlette).
 
-  GET  /ping                  200 once the model is loaded and warmed up, with the batcher's
-                              counters; 503 while loading or after a failed load
+  GET  /ping                  200 once the model is loaded and warmed up (with several
+                              workers: in every worker, `serving.readiness`), with the
+                              batcher's counters; 503 while loading or after a failed load
                               ({"status", "error"}: the reason)
   POST /invocations           texts in, entities out (formats: `serving.requests`)
   GET  /execution-parameters  batch transform's defaults (MultiRecord, payload limit)
@@ -35,6 +36,7 @@ from starlette.routing import Route
 
 from albert_ner.serving.batcher import DynamicBatcher, ModelNotReady, Overloaded
 from albert_ner.serving.logs import log
+from albert_ner.serving.readiness import ReadinessBoard
 from albert_ner.serving.requests import (
     CONTENT_TYPES,
     JSON,
@@ -98,8 +100,14 @@ def create_app(settings: ServeSettings, batcher: DynamicBatcher | None = None) -
             max_queue=settings.max_queue,
         )
 
+    # With several workers, /ping also waits for the others (`serving.readiness`).
+    board = ReadinessBoard(settings.ready_dir, settings.workers)
+
     async def ping(request: Request) -> Response:
         status = batcher.status
+        others = board.not_ready_reason() if status == "ready" else None
+        if others is not None:
+            return _json(503, {"status": "loading", "error": others}, request)
         if status == "ready":
             # Counters since start: merging (texts per model call), model time, refusals.
             return _json(200, {"status": status, "model_calls": batcher.model_calls,
@@ -157,13 +165,20 @@ def create_app(settings: ServeSettings, batcher: DynamicBatcher | None = None) -
             message = f"{request.method} {request.url.path}: {exc.detail}"
         return _json(exc.status_code, {"error": message}, request)
 
+    async def record_outcome():
+        await asyncio.to_thread(batcher.loaded.wait)
+        board.record(batcher.error)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         batcher.start()
         batching = (f"dynamic batching up to {settings.max_batch_tokens} characters, "
                     f"{settings.batch_timeout_ms:g} ms wait" if settings.batching else "no batching")
         log(f"loading {settings.model_dir} ({batching})")
+        recording = asyncio.create_task(record_outcome())
         yield
+        board.withdraw()
+        recording.cancel()
         # Uvicorn calls this after in-flight requests have been answered; the queue is
         # empty by then, `close` only stops the model thread.
         await asyncio.to_thread(batcher.close, 60)

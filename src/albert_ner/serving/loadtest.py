@@ -67,12 +67,7 @@ class ServerProcess:
                  host: str = "127.0.0.1", cpus: set[int] | None = None):
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
-        # Each worker process loads its own model, and /ping answers from whichever worker
-        # takes the connection: with several, readiness is read from the log (`wait_ready`).
-        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self.log_path = Path(log_path) if log_path else None
-        if self.workers > 1 and self.log_path is None:
-            raise ValueError("a server with several workers needs log_path, to see when all are ready")
         command = [sys.executable, "-m", "albert_ner.cli", "serve", "--model-dir", str(model_dir),
                    "--host", host, "--port", str(self.port), *args]
         self._log = open(log_path, "w", encoding="utf-8") if log_path else subprocess.DEVNULL
@@ -91,8 +86,8 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def wait_ready(self, timeout: float = 180.0) -> None:
-        """Polls /ping until 200, and with several workers until every one has logged that
-        its model is loaded and warmed up.
+        """Polls /ping until 200 (with several workers the server answers 200 only once every
+        worker has its model: `serving.readiness`).
 
         Raises:
             RuntimeError: the child exited, or /ping did not answer 200 within `timeout`.
@@ -104,18 +99,13 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with status {self.process.returncode} before it was ready")
             try:
                 status, body = get(self.url + "/ping")
-                if status == 200 and self._workers_ready() >= self.workers:
+                if status == 200:
                     return
                 last = f"{status} {body[:200]!r}"
             except OSError as err:
                 last = str(err)
             time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout:.0f}s (last /ping: {last})")
-
-    def _workers_ready(self) -> int:
-        if self.workers == 1:
-            return 1
-        return self.log_path.read_text(encoding="utf-8", errors="replace").count("loaded and warmed up in")
 
     def stop(self, timeout: float = 120.0) -> int:
         """SIGTERM, then the exit status (the server drains in-flight requests first)."""

@@ -23,10 +23,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from albert_ner.serving.logs import log
 from albert_ner.serving.settings import (
@@ -129,11 +132,16 @@ def serve(settings: ServeSettings) -> int:
                    lifespan="on", timeout_graceful_shutdown=None, http="auto", loop="auto")
     try:
         if settings.workers > 1:
-            # Workers are new processes: they rebuild the app from the environment.
-            os.environ[ENV_SETTINGS] = settings.to_json()
-            _log_start(settings, settings.port)
-            uvicorn.run("albert_ner.serving.app:app_from_environ", factory=True,
-                        workers=settings.workers, **options)
+            # Workers are new processes: they rebuild the app from the environment, and
+            # record their loads in a shared directory so /ping waits for all of them.
+            ready_dir = tempfile.mkdtemp(prefix="albert-ner-workers-")
+            try:
+                os.environ[ENV_SETTINGS] = dataclasses.replace(settings, ready_dir=ready_dir).to_json()
+                _log_start(settings, settings.port)
+                uvicorn.run("albert_ner.serving.app:app_from_environ", factory=True,
+                            workers=settings.workers, **options)
+            finally:
+                shutil.rmtree(ready_dir, ignore_errors=True)
             return 0
         from albert_ner.serving.app import create_app
 

@@ -67,6 +67,8 @@ class ServeSettings:
     max_queue: int = DEFAULT_MAX_QUEUE
     # SAGEMAKER_BATCH / SAGEMAKER_BATCH_STRATEGY: only logged (both strategies need nothing special)
     batch_transform: str | None = None
+    # Set by `serve` for several workers: where each records its load (`serving.readiness`).
+    ready_dir: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
