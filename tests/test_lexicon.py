@@ -250,13 +250,14 @@ def test_training_with_a_word_list_exports_a_model_that_uses_it(synthetic_data, 
     out = tmp_path / "lex"
     run_training(TrainArgs(
         train_file=str(synthetic_data["train"]), dev_file=str(synthetic_data["dev"]), output_dir=str(out),
-        lexicon=str(terms), lexicon_profile=True, lstm_units=16, bigram_buckets=1024, bigram_size=8, max_steps=60,
+        lexicon=str(terms), lexicon_profile=True, ensemble=2, lstm_units=16, bigram_buckets=1024, bigram_size=8, max_steps=60,
         eval_every=60, batch_size=16, max_seq_length=40, seed=5,
     ))
     md = ModelDir(out)
     config = json.loads(md.config.read_text())
     assert config["lexicon_size"] > 0 and config["lexicon_classes"][0] == "word" and config["lexicon_profile"]
     assert config["trained_vocab_size"] <= config["encoder"]["vocab_size"]
+    assert config["members"] == 2  # an ensemble's members share the one lexicon layer
     # The SavedModel carries the dictionary: it tags as the weights say after a re-export.
     texts = [e.text for e in dev[:30]]
     before = [[e.to_json(x.text) for e in x.entities] for x in Predictor.from_model_dir(out).predict(texts)]

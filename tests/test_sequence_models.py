@@ -118,8 +118,9 @@ def test_schedule_refit_moves_the_end():
 def _train(data, out, **options):
     from albert_ner.train.loop import TrainArgs, run_training
 
+    # One model: the recipe's small-data ensemble is tested in test_ensemble.py.
     base = dict(train_file=str(data["train"]), dev_file=str(data["dev"]), output_dir=str(out),
-                eval_every=50, log_every=25, batch_size=16, max_seq_length=40, seed=5)
+                eval_every=50, log_every=25, batch_size=16, max_seq_length=40, seed=5, ensemble=1)
     return run_training(TrainArgs(**{**base, **options}))
 
 

@@ -7,7 +7,8 @@
     model_config.json     {"encoder": EncoderConfig fields, "head", "max_seq_length",
                            "lstm_units", "bigram_buckets", "bigram_size",
                            "lexicon_size", "lexicon_max_len", "lexicon_classes",
-                           "lexicon_profile", "trained_vocab_size", "unk_dropout", ...}
+                           "lexicon_profile", "trained_vocab_size", "unk_dropout",
+                           "members", ...}
     weights.npz           the best weights (by dev entity F1), for evaluation and fine-tuning
     training_args.json    every option of the run, to reproduce it
     metrics.jsonl         one JSON object per evaluation; final_metrics.json: the last one
@@ -93,6 +94,7 @@ class ModelDir:
             "lexicon_profile": config.get("lexicon_profile", False),
             "trained_vocab_size": config.get("trained_vocab_size", 0),
             "unk_dropout": config.get("unk_dropout", 0.0),
+            "members": config.get("members", 1),
         }
 
     def encoder_config(self) -> EncoderConfig:

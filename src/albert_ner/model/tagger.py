@@ -6,6 +6,8 @@ bias (see `model.sequence`): hashed character-bigram embeddings concatenated to 
 output, and a BiLSTM between encoder and classifier. A third adds outside knowledge: which
 dictionary words cover each character (`model.lexicon`). So one class covers ALBERT-CRF (the
 article's model), ALBERT-BiLSTM-CRF and the no-transformer BiLSTM-CRF, with or without a lexicon.
+`members` > 1 makes it an ensemble of that many encoder stacks and classifiers, trained side by
+side on the same batches, whose emission scores are averaged before the one CRF.
 
 Two input forms, one per job:
   * training windows — `input_ids` [batch, seq] already framed as `[CLS] chars [SEP] [PAD]…`,
@@ -43,6 +45,53 @@ def window_weights(window: int) -> tf.Tensor:
     return tf.minimum(i + 1.0, tf.cast(window, tf.float32) - i)
 
 
+def _classifier(config: EncoderConfig, num_tags: int) -> keras.layers.Dense:
+    # float32 scores even under a mixed-precision policy: the CRF sums them over time.
+    return keras.layers.Dense(
+        num_tags,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+        dtype="float32",
+        name="classifier",
+    )
+
+
+def member_scores(encoder, bigrams, lstm, dropout, classifier, model_ids, words, training):
+    """One member's emission scores [batch, seq - 2, tags] for framed (possibly hidden) ids.
+
+    `words` are the lexicon features of the unhidden ids, or None.
+    """
+    hidden = stack_features(encoder, bigrams, lstm, model_ids, training, dropout, extra=words)
+    hidden = dropout(hidden, training=training)
+    if words is not None and lstm is not None:
+        # The dictionary's view reaches the classifier directly too: a word match then
+        # moves the tag scores through one linear map, which a model trained on few
+        # sentences learns much sooner than a path through the BiLSTM.
+        hidden = tf.concat([hidden, tf.cast(words, hidden.dtype)], axis=-1)
+    return classifier(hidden)[:, 1:-1, :]
+
+
+class EnsembleMember(keras.layers.Layer):
+    """The second, third, … encoder stack and classifier of an ensemble (`Tagger` members).
+
+    Member 1 lives in the tagger's own attributes (so a one-member tagger is exactly the
+    model without ensembles and older model directories load unchanged); the others each
+    hold the same layers under their own name ("member2/encoder/…").
+
+    Call args: model_ids (framed, possibly hidden), words (lexicon features or None), training.
+    """
+
+    def __init__(self, config: EncoderConfig, num_tags: int, lstm_units: int, bigram_buckets: int,
+                 bigram_size: int, classifier_dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
+        self.dropout = keras.layers.Dropout(classifier_dropout)
+        self.classifier = _classifier(config, num_tags)
+
+    def call(self, model_ids, words=None, training=False):
+        return member_scores(self.encoder, self.bigrams, self.lstm, self.dropout, self.classifier,
+                             model_ids, words, training)
+
+
 class Tagger(keras.Model):
     """Encoder (+ bigrams, + BiLSTM) + token classifier + CRF/softmax head for one tag set.
 
@@ -69,6 +118,12 @@ class Tagger(keras.Model):
         (the lexicon still sees them). A model trained on few sentences otherwise learns
         its names by heart from their characters; with some characters hidden it must also
         learn from context and the dictionary, which is all it has for unseen names.
+      members: encoder stacks (encoder, bigrams, BiLSTM, classifier) whose emission scores
+        are averaged, each with its own initial weights, its own dropout masks and its own
+        share of hidden characters (0.5 to 1.5 times unk_dropout);
+        trained together, one loss per member (`sentence_losses`), sharing the CRF and the
+        lexicon. Averaging a few models trained on a small set cancels much of what each
+        learned by chance (BENCHMARKS.md, "Small data"); each member costs its own time.
     """
 
     def __init__(
@@ -89,9 +144,12 @@ class Tagger(keras.Model):
         trained_vocab_size: int = 0,
         unk_id: int = 100,
         unk_dropout: float = 0.0,
+        members: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if members < 1:
+            raise ValueError(f"members must be at least 1, got {members}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.config = config
@@ -102,6 +160,13 @@ class Tagger(keras.Model):
         if not 0.0 <= unk_dropout < 1.0:
             raise ValueError(f"unk_dropout must be in [0, 1), got {unk_dropout}")
         self.unk_dropout = float(unk_dropout)
+        # An ensemble's members hide different shares around unk_dropout (half to 1.5 times
+        # it, at most 0.9), so that they lean on characters, context and dictionary in
+        # different measure.
+        self.member_unk_dropout = [
+            min(0.9, self.unk_dropout * (0.5 + k / (members - 1))) if members > 1 else self.unk_dropout
+            for k in range(members)
+        ]
         # Only with the option: its RNG state is a variable, and older model dirs lack it.
         self.unk_seed = keras.random.SeedGenerator(name="unk_seed") if unk_dropout else None
         self.encoder, self.bigrams, self.lstm = stack_layers(config, lstm_units, bigram_buckets, bigram_size)
@@ -113,14 +178,24 @@ class Tagger(keras.Model):
             if lexicon_size else None
         )
         self.dropout = keras.layers.Dropout(classifier_dropout)
-        # float32 scores even under a mixed-precision policy: the CRF sums them over time.
-        self.classifier = keras.layers.Dense(
-            num_tags,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
-            dtype="float32",
-            name="classifier",
-        )
+        self.classifier = _classifier(config, num_tags)
         self.crf = CRF(num_tags, name="crf") if head == "crf" else None
+        # Created last, so a one-member tagger's variables keep their order (weights.npz).
+        self.other_members = [
+            EnsembleMember(config, num_tags, lstm_units, bigram_buckets, bigram_size, classifier_dropout,
+                           name=f"member{k}")
+            for k in range(2, members + 1)
+        ]
+
+    @property
+    def members(self) -> int:
+        return 1 + len(self.other_members)
+
+    def stacks(self) -> list[tuple]:
+        """(encoder, bigrams, BiLSTM) of every member; bigrams and BiLSTM may be None."""
+        return [(self.encoder, self.bigrams, self.lstm)] + [
+            (m.encoder, m.bigrams, m.lstm) for m in self.other_members
+        ]
 
     def set_allowed_transitions(self, allowed, allowed_start, allowed_end) -> None:
         """Restricts CRF decoding to the tag scheme's grammar (no O → I-X, ...)."""
@@ -135,7 +210,7 @@ class Tagger(keras.Model):
         self.sentence_losses(ids, tf.zeros([1, 1], tf.int32), training=False)
 
     def call(self, input_ids, training=False):
-        """Emission scores for the characters of framed input ids.
+        """Emission scores for the characters of framed input ids (the members' mean).
 
         Args:
           input_ids: int32 [batch, seq] as `[CLS] chars [SEP] [PAD]…`.
@@ -143,25 +218,33 @@ class Tagger(keras.Model):
           float32 [batch, seq - 2, num_tags]: position j scores character j (the [CLS] and
           the final slot are cut, so the scores line up with the characters).
         """
+        emissions = self.member_emissions(input_ids, training=training)
+        if len(emissions) == 1:
+            return emissions[0]
+        return tf.add_n(emissions) / float(len(emissions))
+
+    def member_emissions(self, input_ids, training=False) -> list:
+        """Each member's emission scores, as `call` returns them for one member."""
         model_ids = input_ids
         unknown = tf.fill(tf.shape(input_ids), tf.cast(self.unk_id, input_ids.dtype))
         if self.trained_vocab_size:
             model_ids = tf.where(input_ids < self.trained_vocab_size, input_ids, unknown)
-        if training and self.unk_dropout:
-            is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
-            hide = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < self.unk_dropout
-            model_ids = tf.where(is_char & hide, unknown, model_ids)
         words = self.lexicon(input_ids) if self.lexicon is not None else None
-        hidden = stack_features(
-            self.encoder, self.bigrams, self.lstm, model_ids, training, self.dropout, extra=words
-        )
-        hidden = self.dropout(hidden, training=training)
-        if words is not None and self.lstm is not None:
-            # The dictionary's view reaches the classifier directly too: a word match
-            # then moves the tag scores through one linear map, which a model trained on
-            # few sentences learns much sooner than a path through the BiLSTM.
-            hidden = tf.concat([hidden, tf.cast(words, hidden.dtype)], axis=-1)
-        return self.classifier(hidden)[:, 1:-1, :]
+        emissions = []
+        for member in range(self.members):
+            member_ids = model_ids
+            if training and self.unk_dropout:
+                # Each member hides its own characters, and its own share of them.
+                is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
+                rate = self.member_unk_dropout[member]
+                hide = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < rate
+                member_ids = tf.where(is_char & hide, unknown, model_ids)
+            if member == 0:
+                emissions.append(member_scores(self.encoder, self.bigrams, self.lstm, self.dropout,
+                                               self.classifier, member_ids, words, training))
+            else:
+                emissions.append(self.other_members[member - 1](member_ids, words, training=training))
+        return emissions
 
     @staticmethod
     def char_lengths(input_ids):
@@ -171,17 +254,23 @@ class Tagger(keras.Model):
     def sentence_losses(self, input_ids, tag_ids, training=True):
         """Per-sentence loss [batch]: CRF negative log-likelihood, or summed token cross-entropy.
 
+        With several members, the mean of the members' losses: each member is trained as if
+        alone (the loss of the averaged scores would let members lean on each other).
+
         Args:
           input_ids: int32 [batch, seq], framed.
           tag_ids: int32 [batch, seq - 2]; positions past each sentence are ignored.
         """
-        emissions = self(input_ids, training=training)  # [batch, seq-2, tags]
         lengths = self.char_lengths(input_ids)
-        if self.crf is not None:
-            return -self.crf.log_likelihood(emissions, tag_ids, lengths)
         token_mask = tf.sequence_mask(lengths, tf.shape(tag_ids)[1], dtype=tf.float32)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tag_ids, logits=emissions)
-        return tf.reduce_sum(losses * token_mask, axis=1)
+        losses = []
+        for emissions in self.member_emissions(input_ids, training=training):  # each [batch, seq-2, tags]
+            if self.crf is not None:
+                losses.append(-self.crf.log_likelihood(emissions, tag_ids, lengths))
+            else:
+                token_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tag_ids, logits=emissions)
+                losses.append(tf.reduce_sum(token_losses * token_mask, axis=1))
+        return losses[0] if len(losses) == 1 else tf.add_n(losses) / float(len(losses))
 
     def decode(self, emissions, lengths):
         """Best tag ids [batch, chars] (0 past each length)."""

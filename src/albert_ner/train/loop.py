@@ -72,6 +72,8 @@ class TrainArgs:
     # Copies of the training set with entities swapped for lexicon words of the same type and
     # length (data.augment); needs a typed lexicon. None = the recipe's choice.
     augment_mentions: int | None = None
+    # Models trained side by side whose scores are averaged (Tagger.members); None = recipe.
+    ensemble: int | None = None
     tag_scheme: str = "bio"
     data_format: str = "auto"
     source_scheme: str = "auto"
@@ -119,6 +121,8 @@ class TrainArgs:
             raise ValueError("max_minutes must be positive")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError("epochs must be positive")
+        if self.ensemble is not None and self.ensemble < 1:
+            raise ValueError("ensemble must be at least 1 (one model)")
         if self.lexicon_max_len < 2:
             raise ValueError("lexicon_max_len must be at least 2 (single characters are not looked up)")
 
@@ -310,15 +314,19 @@ class Trainer:
                 trained_vocab_size=self.trained_vocab_size,
                 unk_id=vocab.unk_id,
                 unk_dropout=args.unk_dropout,
+                members=args.ensemble,
             )
             self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
             self.model.build_variables()
             if lexicon is not None:
                 self.model.lexicon.set_entries(lexicon_keys, lexicon_bits, lexicon_profile)
             if pretrained is not None:
-                pretrained.load_into(self.model.encoder)
-                if pretrained.stack_options:  # the no-transformer stack pretrained by `pretrain`
-                    log(pretrained.load_stack_into(self.model.bigrams, self.model.lstm))
+                # Every member of an ensemble starts from the checkpoint; they still differ in
+                # their classifiers and in what each hides and drops in training.
+                for encoder, bigrams, lstm in self.model.stacks():
+                    pretrained.load_into(encoder)
+                    if pretrained.stack_options:  # the no-transformer stack pretrained by `pretrain`
+                        log(pretrained.load_stack_into(bigrams, lstm))
             warmup = int(args.warmup_proportion * self.total_steps)
             self.optimizer = make_optimizer(
                 self.learning_rate, warmup, self.total_steps, args.weight_decay, args.clip_norm,
@@ -621,6 +629,7 @@ class Trainer:
             "lexicon_profile": self.model.lexicon is not None and self.model.lexicon.profile_vocab > 0,
             "trained_vocab_size": self.trained_vocab_size,
             "unk_dropout": self.args.unk_dropout,
+            "members": self.model.members,
         })
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate
