@@ -68,6 +68,12 @@ PY
 elif [ -n "$base_image" ]; then
     build_args+=(--build-arg "BASE_IMAGE=$base_image")
 fi
+# BuildKit does not count what a RUN bind-mounts in its cache key, so without this the
+# package layer would be reused after the source changed, leaving the old code in the image.
+# The digest covers the content (not the times) of every file pip installs from.
+source_digest="$(cd "$root" && find pyproject.toml src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+                 ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+build_args+=(--build-arg "SOURCE_DIGEST=$source_digest")
 # The Dockerfile needs BuildKit (RUN --mount). Docker 23+ clients use it when the buildx
 # plugin is there; 20.10 clients (Debian's docker.io) have it built in behind DOCKER_BUILDKIT=1.
 docker_build() {

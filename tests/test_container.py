@@ -103,6 +103,25 @@ def log_of(job_dir: Path) -> str:
     return (job_dir / "algo-1.log").read_text(encoding="utf-8", errors="replace")
 
 
+def test_the_image_holds_this_checkout_s_code(image):
+    """Every module installed in the image is the repository's own: a stale package layer
+    (BuildKit reuses a RUN whose bind-mounted source changed, unless SOURCE_DIGEST moves) would
+    make every other test here compare today's code with yesterday's."""
+    import hashlib
+
+    script = ("import hashlib, pathlib, albert_ner; root = pathlib.Path(albert_ner.__file__).parent; "
+              "print('\\n'.join(f'{p.relative_to(root)} {hashlib.sha256(p.read_bytes()).hexdigest()}' "
+              "for p in sorted(root.rglob('*.py'))))")
+    out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", image, "-c", script],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    root = REPO / "src" / "albert_ner"
+    here = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.py"))}
+    inside = dict(line.split(" ") for line in out.stdout.strip().splitlines())
+    stale = sorted(name for name in here if inside.get(name) != here[name])
+    assert not stale, f"the image {image} has other code than this checkout in {stale[:5]} (rebuild: make image)"
+
+
 @pytest.mark.slow
 def test_docker_run_train_matches_the_process_runner(image, channels, process_job, tmp_path):
     job = LocalJob(tmp_path / "job", HYPERPARAMETERS, channels, image=image,

@@ -75,7 +75,7 @@ class EnsembleMember(keras.layers.Layer):
 
     Member 1 lives in the tagger's own attributes (so a one-member tagger is exactly the
     model without ensembles and older model directories load unchanged); the others each
-    hold the same layers under their own name ("member2/encoder/…").
+    hold the same layers under their own name ("tagger/member2/encoder/…").
 
     Call args: model_ids (framed, possibly hidden), words (lexicon features or None), training.
     """
@@ -209,22 +209,17 @@ class Tagger(keras.Model):
         ids = tf.ones([1, 3], tf.int32)  # any non-padding id that every vocabulary has
         self.sentence_losses(ids, tf.zeros([1, 1], tf.int32), training=False)
 
-    def call(self, input_ids, training=False):
+    def call(self, input_ids, training=False, each_member=False):
         """Emission scores for the characters of framed input ids (the members' mean).
 
         Args:
           input_ids: int32 [batch, seq] as `[CLS] chars [SEP] [PAD]…`.
+          each_member: return every member's scores, stacked, instead of their mean.
         Returns:
           float32 [batch, seq - 2, num_tags]: position j scores character j (the [CLS] and
-          the final slot are cut, so the scores line up with the characters).
+          the final slot are cut, so the scores line up with the characters); with
+          each_member, [members, batch, seq - 2, num_tags].
         """
-        emissions = self.member_emissions(input_ids, training=training)
-        if len(emissions) == 1:
-            return emissions[0]
-        return tf.add_n(emissions) / float(len(emissions))
-
-    def member_emissions(self, input_ids, training=False) -> list:
-        """Each member's emission scores, as `call` returns them for one member."""
         model_ids = input_ids
         unknown = tf.fill(tf.shape(input_ids), tf.cast(self.unk_id, input_ids.dtype))
         if self.trained_vocab_size:
@@ -244,7 +239,11 @@ class Tagger(keras.Model):
                                                self.classifier, member_ids, words, training))
             else:
                 emissions.append(self.other_members[member - 1](member_ids, words, training=training))
-        return emissions
+        if each_member:
+            return tf.stack(emissions)
+        if len(emissions) == 1:
+            return emissions[0]
+        return tf.add_n(emissions) / float(len(emissions))
 
     @staticmethod
     def char_lengths(input_ids):
@@ -263,8 +262,12 @@ class Tagger(keras.Model):
         """
         lengths = self.char_lengths(input_ids)
         token_mask = tf.sequence_mask(lengths, tf.shape(tag_ids)[1], dtype=tf.float32)
+        # Through Keras' __call__ (not `call` directly), which builds the model and names its
+        # variables ("tagger/…") as every run before ensembles did.
+        stacked = self(input_ids, training=training, each_member=True)  # [members, batch, seq-2, tags]
         losses = []
-        for emissions in self.member_emissions(input_ids, training=training):  # each [batch, seq-2, tags]
+        for member in range(self.members):
+            emissions = stacked[member]
             if self.crf is not None:
                 losses.append(-self.crf.log_likelihood(emissions, tag_ids, lengths))
             else:
