@@ -125,6 +125,51 @@ def test_close_answers_what_is_queued():
     assert [a[0].text for a in answers] == [f"q{i}" for i in range(4)]
 
 
+def test_a_batch_closes_once_it_is_as_large_as_recent_batches():
+    # Four clients that each wait for their answer before sending again (the load test's
+    # pattern): after the first batch, waiting out a long timeout would only idle the model.
+    recorder = Recorder(delay=0.01)
+    batcher = started(recorder, batch_timeout_s=1.0)
+
+    async def client(i):
+        for round_ in range(5):
+            await batcher.predict([f"client {i} round {round_}"])
+
+    async def main():
+        await asyncio.gather(*(client(i) for i in range(4)))
+
+    began = time.monotonic()
+    asyncio.run(main())
+    elapsed = time.monotonic() - began
+    batcher.close()
+    calls = recorder.calls[1:]
+    assert [len(call) for call in calls] == [4] * 5, calls
+    # The first batch has no history and waits its full second; the other four close as soon
+    # as the fourth client is back (without the early close: 5 s).
+    assert 1.0 <= elapsed < 2.5, elapsed
+
+
+def test_the_early_close_still_takes_everything_already_queued():
+    gate = Gate()
+    batcher = started(gate, batch_timeout_s=0.2)
+
+    async def main():
+        first = await batcher.predict(["alone"])  # a batch of one: the bar is now one request
+        gate.gate.clear()
+        running = asyncio.ensure_future(batcher.predict(["running"]))
+        await asyncio.to_thread(wait_for, lambda: len(gate.calls) == 3)  # in the model call
+        queued = [asyncio.ensure_future(batcher.predict([f"queued {i}"])) for i in range(3)]
+        await asyncio.to_thread(wait_for, lambda: batcher.waiting == 3)
+        gate.gate.set()
+        return first, await asyncio.gather(running, *queued)
+
+    gate.gate.set()
+    first, answers = asyncio.run(main())
+    batcher.close()
+    assert first[0].text == "alone" and [a[0].text for a in answers] == ["running"] + [f"queued {i}" for i in range(3)]
+    assert gate.calls[1:] == [["alone"], ["running"], [f"queued {i}" for i in range(3)]]
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="max_batch_tokens"):
         DynamicBatcher(Recorder, max_batch_tokens=0)

@@ -6,7 +6,15 @@ set-up), then takes requests from a queue: it starts a batch with the oldest req
 the next ones until their characters reach `max_batch_tokens` or `batch_timeout_s` has passed
 since it started — TF Serving's `max_batch_size` / `batch_timeout_micros`, counted in
 characters because a Chinese character is a token here. While a batch runs, new requests
-queue up, so under load batches fill without waiting. TensorFlow releases the GIL while it
+queue up, so under load batches fill without waiting.
+
+A batch also closes early, before the timeout, once it holds as many requests as the largest
+of the last `RECENT_BATCHES` batches: a fixed set of clients that each wait for their answer
+(application threads, batch-transform workers, the load test's 16 clients) come back together
+after each batch, and once all of them are in, waiting out the timeout only leaves the model
+idle (the load test measured 2.9 ms of idle between batches of 32 ms, most of it this wait).
+Whatever is already queued still joins the batch, so the early close never makes batches
+smaller than the queue allows. TensorFlow releases the GIL while it
 computes, so the event loop keeps accepting and parsing requests meanwhile.
 
 `enabled=False` gives one model call per request (the same thread and queue), the baseline
@@ -28,6 +36,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +54,9 @@ DEFAULT_BATCH_TIMEOUT_MS = 2.0
 # request rates of the load test), so a client hears "busy" instead of timing out.
 DEFAULT_MAX_QUEUE = 256
 WARMUP_TEXT = "王小明在北京大学读书。"
+# Batches whose sizes (in requests) set the early close: long enough that one batch cut short
+# by a slow client does not lower the bar for the next ones, short enough to follow the load.
+RECENT_BATCHES = 16
 
 
 @dataclass
@@ -119,6 +131,7 @@ class DynamicBatcher:
         self.loaded = threading.Event()  # set when ready or failed
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._carry: _Job | None = None  # taken from the queue but over the last batch's budget
+        self._recent_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)  # requests per batch
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
         # Counters for /ping and the load test: how much merging happened, how long the model
         # worked, how many requests were refused. Each is written by one thread only.
@@ -212,10 +225,15 @@ class DynamicBatcher:
         if not self.enabled:
             return batch, False
         deadline = time.monotonic() + self.batch_timeout_s
+        # No history yet: wait out the timeout, as a fixed-size batcher would.
+        enough = max(self._recent_sizes, default=math.inf)
         while tokens < self.max_batch_tokens:
             remaining = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                if remaining > 0 and len(batch) < enough:
+                    job = self._queue.get(timeout=remaining)
+                else:  # past the deadline or as large as recent batches: take only what is queued
+                    job = self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is _STOP:
@@ -225,6 +243,7 @@ class DynamicBatcher:
                 break
             batch.append(job)
             tokens += job.tokens
+        self._recent_sizes.append(len(batch))
         return batch, False
 
     def _run_batch(self, batch: list[_Job]) -> None:
