@@ -162,7 +162,7 @@ def _add_train_parser(sub) -> None:
     m.add_argument("--lexicon-max-len", type=int, default=8, help="longest dictionary word looked up, in characters")
     m.add_argument("--lexicon-profile", action=argparse.BooleanOptionalAction, default=None, help="also give each character its profile in the lexicon's words (how often it begins/ends words of each type), which carries over to names the lexicon lacks (default: on for small training sets, see the recipe)")
     m.add_argument("--augment-mentions", type=int, help="add N copies of the training set with each entity swapped for a --lexicon word of the same type and length (default: see the recipe)")
-    m.add_argument("--ensemble", type=int, help="train N models side by side (own initial weights, own [UNK] and dropout masks) and average their scores: better on small sets, N times the training and prediction time (default: 4 for small training sets with the BiLSTM-CRF, else 1; see the recipe)")
+    m.add_argument("--ensemble", type=int, help="train N models side by side (own initial weights, own [UNK] and dropout masks) and average their scores: better on small sets, N times the training and prediction time (default: 6 for small training sets with the BiLSTM-CRF, else 1; see the recipe)")
     m.add_argument("--unk-dropout", type=float, help="share of training characters the model reads as [UNK], so that it learns names from context and the lexicon too (default: see the recipe)")
     t = p.add_argument_group("optimisation")
     steps = t.add_mutually_exclusive_group()
