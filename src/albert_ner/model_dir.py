@@ -8,7 +8,7 @@
                            "lstm_units", "bigram_buckets", "bigram_size",
                            "lexicon_size", "lexicon_max_len", "lexicon_classes",
                            "lexicon_profile", "trained_vocab_size", "unk_dropout",
-                           "members", ...}
+                           "members", "known_bigrams", ...}
     weights.npz           the best weights (by dev entity F1), for evaluation and fine-tuning
     training_args.json    every option of the run, to reproduce it
     metrics.jsonl         one JSON object per evaluation; final_metrics.json: the last one
@@ -95,6 +95,7 @@ class ModelDir:
             "trained_vocab_size": config.get("trained_vocab_size", 0),
             "unk_dropout": config.get("unk_dropout", 0.0),
             "members": config.get("members", 1),
+            "known_bigrams": config.get("known_bigrams", 0),
         }
 
     def encoder_config(self) -> EncoderConfig:

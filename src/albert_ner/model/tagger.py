@@ -34,7 +34,7 @@ from albert_ner.model.config import EncoderConfig
 from albert_ner.model.crf import CRF
 from albert_ner.model.encoder import PAD_ID
 from albert_ner.model.lexicon import LexiconFeatures
-from albert_ner.model.sequence import stack_features, stack_layers
+from albert_ner.model.sequence import KnownBigrams, stack_features, stack_layers
 
 HEADS = ("crf", "softmax")
 
@@ -55,12 +55,14 @@ def _classifier(config: EncoderConfig, num_tags: int) -> keras.layers.Dense:
     )
 
 
-def member_scores(encoder, bigrams, lstm, dropout, classifier, model_ids, words, training):
+def member_scores(encoder, bigrams, lstm, dropout, classifier, model_ids, words, training, following=None):
     """One member's emission scores [batch, seq - 2, tags] for framed (possibly hidden) ids.
 
-    `words` are the lexicon features of the unhidden ids, or None.
+    `words` are the lexicon features of the unhidden ids, or None; `following` what the
+    bigrams pair each position with (`KnownBigrams`), or None for the next id.
     """
-    hidden = stack_features(encoder, bigrams, lstm, model_ids, training, dropout, extra=words)
+    hidden = stack_features(encoder, bigrams, lstm, model_ids, training, dropout, extra=words,
+                            following=following)
     hidden = dropout(hidden, training=training)
     if words is not None and lstm is not None:
         # The dictionary's view reaches the classifier directly too: a word match then
@@ -77,7 +79,8 @@ class EnsembleMember(keras.layers.Layer):
     model without ensembles and older model directories load unchanged); the others each
     hold the same layers under their own name ("tagger/member2/encoder/…").
 
-    Call args: model_ids (framed, possibly hidden), words (lexicon features or None), training.
+    Call args: model_ids (framed, possibly hidden), words (lexicon features or None),
+    following (for the bigrams, or None), training.
     """
 
     def __init__(self, config: EncoderConfig, num_tags: int, lstm_units: int, bigram_buckets: int,
@@ -87,9 +90,9 @@ class EnsembleMember(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(classifier_dropout)
         self.classifier = _classifier(config, num_tags)
 
-    def call(self, model_ids, words=None, training=False):
+    def call(self, model_ids, words=None, following=None, training=False):
         return member_scores(self.encoder, self.bigrams, self.lstm, self.dropout, self.classifier,
-                             model_ids, words, training)
+                             model_ids, words, training, following)
 
 
 class Tagger(keras.Model):
@@ -118,6 +121,10 @@ class Tagger(keras.Model):
         (the lexicon still sees them). A model trained on few sentences otherwise learns
         its names by heart from their characters; with some characters hidden it must also
         learn from context and the dictionary, which is all it has for unseen names.
+      known_bigrams: size of the table of character bigrams seen in training
+        (`model.sequence.KnownBigrams`, filled with `self.known_bigrams.set_keys`); outside
+        training, a pair of characters not in it is read as (character, [UNK]). 0 = none
+        (needs bigram_buckets).
       members: encoder stacks (encoder, bigrams, BiLSTM, classifier) whose emission scores
         are averaged, each with its own initial weights, its own dropout masks and its own
         share of hidden characters (0.5 to 1.5 times unk_dropout);
@@ -145,6 +152,7 @@ class Tagger(keras.Model):
         unk_id: int = 100,
         unk_dropout: float = 0.0,
         members: int = 1,
+        known_bigrams: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -186,6 +194,12 @@ class Tagger(keras.Model):
                            name=f"member{k}")
             for k in range(2, members + 1)
         ]
+        if known_bigrams and not bigram_buckets:
+            raise ValueError("known_bigrams needs bigram embeddings (bigram_buckets > 0)")
+        # After the members too: older model directories keep their variable order.
+        self.known_bigrams = (
+            KnownBigrams(known_bigrams, (cls_id, sep_id), unk_id, name="known_bigrams") if known_bigrams else None
+        )
 
     @property
     def members(self) -> int:
@@ -225,6 +239,9 @@ class Tagger(keras.Model):
         if self.trained_vocab_size:
             model_ids = tf.where(input_ids < self.trained_vocab_size, input_ids, unknown)
         words = self.lexicon(input_ids) if self.lexicon is not None else None
+        # Every bigram of the training windows is in the table by construction, so the lookup
+        # only changes anything (and only runs) outside training.
+        following = self.known_bigrams(model_ids) if self.known_bigrams is not None and not training else None
         emissions = []
         for member in range(self.members):
             member_ids = model_ids
@@ -236,9 +253,9 @@ class Tagger(keras.Model):
                 member_ids = tf.where(is_char & hide, unknown, model_ids)
             if member == 0:
                 emissions.append(member_scores(self.encoder, self.bigrams, self.lstm, self.dropout,
-                                               self.classifier, member_ids, words, training))
+                                               self.classifier, member_ids, words, training, following))
             else:
-                emissions.append(self.other_members[member - 1](member_ids, words, training=training))
+                emissions.append(self.other_members[member - 1](member_ids, words, following, training=training))
         if each_member:
             return tf.stack(emissions)
         if len(emissions) == 1:

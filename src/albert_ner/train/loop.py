@@ -296,6 +296,7 @@ class Trainer:
 
         from albert_ner.train.optimizer import make_optimizer
 
+        known_bigrams = self._known_bigrams(args, pretrained, vocab)
         with self.strategy.scope():
             self.model = Tagger(
                 self.encoder_config,
@@ -315,11 +316,14 @@ class Trainer:
                 unk_id=vocab.unk_id,
                 unk_dropout=args.unk_dropout,
                 members=args.ensemble,
+                known_bigrams=len(known_bigrams),
             )
             self.model.set_allowed_transitions(*self.tagset.allowed_transitions())
             self.model.build_variables()
             if lexicon is not None:
                 self.model.lexicon.set_entries(lexicon_keys, lexicon_bits, lexicon_profile)
+            if len(known_bigrams):
+                self.model.known_bigrams.set_keys(known_bigrams)
             if pretrained is not None:
                 # Every member of an ensemble starts from the checkpoint; they still differ in
                 # their classifiers and in what each hides and drops in training.
@@ -412,6 +416,28 @@ class Trainer:
             lambda ids, lengths: model.predict_tags(ids, lengths, self.window, self.stride),
             input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)],
         )
+
+    def _known_bigrams(self, args, pretrained, vocab) -> np.ndarray:
+        """Keys of the character bigrams in the training windows (`KnownBigrams`), or none.
+
+        Only for a bigram table trained here: a pretrained one (`pretrain --model-config
+        chars`) has learned pairs this data lacks.
+        """
+        from albert_ner.model.sequence import known_bigram_keys
+
+        if not args.bigram_buckets or (pretrained is not None and pretrained.stack_options):
+            return np.zeros([0], np.int64)
+        unk = vocab.unk_id
+        rows = []
+        for feature in self.features:
+            ids = np.asarray(feature.input_ids)
+            if self.trained_vocab_size:  # what the model reads (Tagger.trained_vocab_size)
+                ids = np.where(ids < self.trained_vocab_size, ids, unk)
+            rows.append(ids)
+        keys = known_bigram_keys(rows, (vocab.cls_id, vocab.sep_id, unk))
+        log(f"bigrams: {len(keys)} distinct character pairs in training; outside training an "
+            "unseen pair is read as (character, [UNK])")
+        return keys
 
     def _run_step(self, batch_indices: list[int]) -> float:
         from albert_ner.train.batching import pad_batch
@@ -630,6 +656,7 @@ class Trainer:
             "trained_vocab_size": self.trained_vocab_size,
             "unk_dropout": self.args.unk_dropout,
             "members": self.model.members,
+            "known_bigrams": self.model.known_bigrams.size if self.model.known_bigrams is not None else 0,
         })
         args = dataclasses.asdict(self.args)
         args["learning_rate_used"] = self.learning_rate
