@@ -87,7 +87,7 @@ class KnownBigrams(keras.layers.Layer):
     model what "this character, then one I do not know" looks like, so an unseen pair is read
     that way instead: (a, b) becomes (a, [UNK]). Test entity F1 of four small-data models:
     0.590–0.602 → 0.612–0.618 (BENCHMARKS.md, "Small data"); on all of MSRA (9 % unseen)
-    ±0.001. Pairs with a special token ([CLS], [SEP], [UNK], [PAD]) are left as they are.
+    −0.001 to +0.002. Pairs with a special token ([CLS], [SEP], [UNK], [PAD]) stay as they are.
 
     The table is a non-trainable weight (sorted int64 keys, `set_keys`), looked up with
     `tf.searchsorted`, so the export needs nothing beside the model.
