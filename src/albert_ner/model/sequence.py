@@ -30,6 +30,8 @@ from albert_ner.model.encoder import PAD_ID, Encoder
 # modulo the Mersenne prime 2**31 - 1 first, key * multiplier stays below 2**63 (no overflow).
 _HASH_MULTIPLIER = 2654435761
 _HASH_PRIME = 2147483647
+# A bigram's key is first id · 2**20 + second id (`bigram_key`, `known_bigram_keys`).
+_BIGRAM_SHIFT = 1 << 20
 
 
 def sequence_lengths(input_ids):
@@ -44,7 +46,7 @@ def following_ids(input_ids):
 
 def bigram_key(ids, following):
     """The key of the bigram (ids, following), exact for vocabularies below a million entries."""
-    return tf.cast(ids, tf.int64) * (1 << 20) + tf.cast(following, tf.int64)
+    return tf.cast(ids, tf.int64) * _BIGRAM_SHIFT + tf.cast(following, tf.int64)
 
 
 def bigram_buckets(input_ids, buckets: int, following=None):
@@ -67,14 +69,13 @@ def known_bigram_keys(id_rows, special_ids) -> np.ndarray:
 
     The table `KnownBigrams` holds: built from the training windows, as the model reads them.
     """
-    special = np.asarray(sorted(special_ids), np.int64)
-    keys = []
-    for row in id_rows:
-        ids = np.asarray(row, np.int64)
-        first, second = ids[:-1], ids[1:]
-        plain = ~np.isin(first, special) & ~np.isin(second, special)
-        keys.append(first[plain] * (1 << 20) + second[plain])
-    return np.unique(np.concatenate(keys)) if keys else np.zeros([0], np.int64)
+    rows = [np.asarray(row, np.int64) for row in id_rows]
+    if not rows:
+        return np.zeros([0], np.int64)
+    first = np.concatenate([row[:-1] for row in rows])
+    second = np.concatenate([row[1:] for row in rows])
+    plain = ~np.isin(first, list(special_ids)) & ~np.isin(second, list(special_ids))
+    return np.unique(first[plain] * _BIGRAM_SHIFT + second[plain])
 
 
 class KnownBigrams(keras.layers.Layer):

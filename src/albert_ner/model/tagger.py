@@ -242,12 +242,14 @@ class Tagger(keras.Model):
         # Every bigram of the training windows is in the table by construction, so the lookup
         # only changes anything (and only runs) outside training.
         following = self.known_bigrams(model_ids) if self.known_bigrams is not None and not training else None
+        hiding = training and self.unk_dropout
+        if hiding:
+            is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
         emissions = []
         for member in range(self.members):
             member_ids = model_ids
-            if training and self.unk_dropout:
+            if hiding:
                 # Each member hides its own characters, and its own share of them.
-                is_char = (input_ids != PAD_ID) & (input_ids != self.cls_id) & (input_ids != self.sep_id)
                 rate = self.member_unk_dropout[member]
                 hide = keras.random.uniform(tf.shape(input_ids), seed=self.unk_seed) < rate
                 member_ids = tf.where(is_char & hide, unknown, model_ids)
@@ -278,10 +280,11 @@ class Tagger(keras.Model):
           tag_ids: int32 [batch, seq - 2]; positions past each sentence are ignored.
         """
         lengths = self.char_lengths(input_ids)
-        token_mask = tf.sequence_mask(lengths, tf.shape(tag_ids)[1], dtype=tf.float32)
         # Through Keras' __call__ (not `call` directly), which builds the model and names its
         # variables ("tagger/…") as every run before ensembles did.
         stacked = self(input_ids, training=training, each_member=True)  # [members, batch, seq-2, tags]
+        if self.crf is None:
+            token_mask = tf.sequence_mask(lengths, tf.shape(tag_ids)[1], dtype=tf.float32)
         losses = []
         for member in range(self.members):
             emissions = stacked[member]

@@ -6,7 +6,8 @@ set-up), then takes requests from a queue: it starts a batch with the oldest req
 the next ones until their characters reach `max_batch_tokens` or `batch_timeout_s` has passed
 since it started — TF Serving's `max_batch_size` / `batch_timeout_micros`, counted in
 characters because a Chinese character is a token here. While a batch runs, new requests
-queue up, so under load batches fill without waiting.
+queue up, so under load batches fill without waiting. TensorFlow releases the GIL while it
+computes, so the event loop keeps accepting and parsing requests meanwhile.
 
 A batch also closes early, before the timeout, once it holds as many requests as the largest
 of the last `RECENT_BATCHES` batches: a fixed set of clients that each wait for their answer
@@ -14,8 +15,7 @@ of the last `RECENT_BATCHES` batches: a fixed set of clients that each wait for 
 after each batch, and once all of them are in, waiting out the timeout only leaves the model
 idle (the load test measured 2.9 ms of idle between batches of 32 ms, most of it this wait).
 Whatever is already queued still joins the batch, so the early close never makes batches
-smaller than the queue allows. TensorFlow releases the GIL while it
-computes, so the event loop keeps accepting and parsing requests meanwhile.
+smaller than the queue allows.
 
 `enabled=False` gives one model call per request (the same thread and queue), the baseline
 the load test compares against.

@@ -427,14 +427,9 @@ class Trainer:
 
         if not args.bigram_buckets or (pretrained is not None and pretrained.stack_options):
             return np.zeros([0], np.int64)
-        unk = vocab.unk_id
-        rows = []
-        for feature in self.features:
-            ids = np.asarray(feature.input_ids)
-            if self.trained_vocab_size:  # what the model reads (Tagger.trained_vocab_size)
-                ids = np.where(ids < self.trained_vocab_size, ids, unk)
-            rows.append(ids)
-        keys = known_bigram_keys(rows, (vocab.cls_id, vocab.sep_id, unk))
+        # The ids are what the model reads: a vocabulary extended for the lexicon
+        # (Tagger.trained_vocab_size) was built from this very text, so no training id is past it.
+        keys = known_bigram_keys([f.input_ids for f in self.features], (vocab.cls_id, vocab.sep_id, vocab.unk_id))
         log(f"bigrams: {len(keys)} distinct character pairs in training; outside training an "
             "unseen pair is read as (character, [UNK])")
         return keys
