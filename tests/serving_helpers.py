@@ -12,6 +12,8 @@ import urllib.request
 
 import uvicorn
 
+from albert_ner.data.example import records_difference
+
 from albert_ner.serving.app import create_app
 from albert_ner.serving.settings import ServeSettings
 
@@ -68,6 +70,14 @@ def expected(predictor, texts):
         {"text": ex.text, "entities": [e.to_json(ex.text) for e in ex.entities]}
         for ex in predictor.predict(texts)
     ]
+
+
+def assert_same_records(got, want):
+    """Prediction records agree: every key and entity exactly, scores within
+    `data.example.SCORE_TOLERANCE` — a score may differ in its last digit with the batch it
+    rode in (other batch shapes add in another order; AVX2 and AVX-512 kernels differ too)."""
+    difference = records_difference(got, want)
+    assert difference is None, difference
 
 
 def error_of(status_headers_body):

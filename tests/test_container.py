@@ -31,6 +31,7 @@ import pytest
 from albert_ner.sagemaker.local_runner import LocalJob, run_local_job
 
 from conftest import REPO
+from serving_helpers import assert_same_records
 from test_sagemaker_local import extract, metrics
 
 IMAGE = os.environ.get("ALBERT_NER_IMAGE", "albert-ner:latest")
@@ -206,7 +207,7 @@ def test_docker_run_serve_answers_like_albert_ner_predict(image, trained_model):
         assert status == 200, body
         served = json.loads(body)["predictions"]
         expected = cli_predictions(trained_model, TEXTS)
-        assert served == expected
+        assert_same_records(served, expected)  # another TensorFlow build: scores within the tolerance
         assert any(p["entities"] for p in expected), "the model found no entity: nothing compared"
 
         started = time.time()

@@ -71,7 +71,8 @@ def test_cpuinfo_amx_arm_and_empty_text():
     assert runtime.cpu_name_from_cpuinfo(ARM_CPUINFO) is None
 
 
-def test_detect_hardware_reads_the_given_cpuinfo_and_never_crashes(tmp_path):
+def test_detect_hardware_reads_the_given_cpuinfo_and_never_crashes(tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     path = tmp_path / "cpuinfo"
     path.write_text(CPUINFO.format(extra="avx512_bf16"))
     hardware = runtime.detect_hardware(str(path))
@@ -80,6 +81,24 @@ def test_detect_hardware_reads_the_given_cpuinfo_and_never_crashes(tmp_path):
     assert all(isinstance(g, GPU) for g in hardware.gpus)
     missing = runtime.detect_hardware(str(tmp_path / "no-such-file"))
     assert missing.cpu_flags is None and missing.cpu_bf16 == ()
+
+
+@pytest.mark.parametrize("cap,bf16,avx512", [
+    ("AVX2", (), False),                       # a machine without AVX-512, rehearsed
+    ("avx512_core", (), True),                 # AVX-512 stays, its bf16 extension does not
+    ("AVX512_CORE_BF16", ("avx512_bf16",), True),
+    ("ALL", ("avx512_bf16",), True),
+    ("", ("avx512_bf16",), True),              # set but empty: no cap
+])
+def test_onednn_isa_cap_hides_the_instructions_onednn_may_not_use(tmp_path, monkeypatch, cap, bf16, avx512):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(extra="avx512_bf16"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    hardware = runtime.detect_hardware(str(path))
+    assert hardware.cpu_bf16 == bf16
+    assert ("avx512f" in hardware.cpu_flags) == avx512 and "avx2" in hardware.cpu_flags
+    # and so `auto` does not pick bf16 for a transformer where oneDNN cannot run it natively
+    assert runtime.resolve_precision("auto", "albert", hardware).value == ("bf16" if bf16 else "fp32")
 
 
 def test_hardware_description_names_the_device():

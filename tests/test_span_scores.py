@@ -111,7 +111,8 @@ def test_padding_does_not_change_scores():
     tags, _ = crf.viterbi_decode(em, lengths)
     both = crf.entity_scores(em, tags, lengths, continues, is_entity).numpy()
     alone = crf.entity_scores(em[1:, :4], tags[1:, :4], lengths[1:], continues, is_entity).numpy()
-    np.testing.assert_array_equal(both[1, :4], alone[0])
+    # Another batch shape may add in another order: equal to float32 rounding, not to the bit.
+    np.testing.assert_allclose(both[1, :4], alone[0], rtol=1e-6, atol=1e-7)
     # Whatever sits in the padded emissions must not matter either.
     noisy = em.copy()
     noisy[1, 4:] = 100.0

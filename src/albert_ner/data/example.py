@@ -51,3 +51,53 @@ class Example:
 
     def __len__(self) -> int:
         return len(self.text)
+
+
+# How far two answers' scores for the same entity may be apart and still count as the same
+# answer. Scores are float32 probabilities rounded to 4 decimals (`Entity.to_json`). The same
+# text gives bit-identical scores only in the same batch shape on the same CPU kind: the
+# server merges requests into other batches than an offline call, and matrix-product kernels
+# (oneDNN's AVX2 and AVX-512 paths differently) add in an order that depends on the shape.
+# The last printed digit can then flip (seen: 0.6783 against 0.6782). A real scoring fault
+# moves a score by far more than 0.001; entities (span and type) must match exactly.
+SCORE_TOLERANCE = 1e-3
+
+
+def entities_difference(got: list[dict], want: list[dict], score_tolerance: float = SCORE_TOLERANCE) -> str | None:
+    """None when two entity lists (`Entity.to_json` dicts) agree, else what differs first.
+
+    Every key but "score" must be equal; scores (when either side has one) within
+    `score_tolerance`.
+    """
+    if len(got) != len(want):
+        return f"{len(got)} entities instead of {len(want)}: {got} vs {want}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        if {k: v for k, v in g.items() if k != "score"} != {k: v for k, v in w.items() if k != "score"}:
+            return f"entity {i}: {g} instead of {w}"
+        if "score" in g or "score" in w:
+            if "score" not in g or "score" not in w:
+                return f"entity {i}: a score on one side only: {g} vs {w}"
+            if not abs(g["score"] - w["score"]) <= score_tolerance:
+                return f"entity {i}: score {g['score']} instead of {w['score']} (tolerance {score_tolerance:g})"
+    return None
+
+
+def records_difference(got: list[dict], want: list[dict], score_tolerance: float = SCORE_TOLERANCE) -> str | None:
+    """None when two lists of prediction records agree, else what differs first.
+
+    A record is {"text", "entities": [...], ...}: every key is compared exactly except the
+    entities, which `entities_difference` compares (scores within `score_tolerance`).
+    """
+    if len(got) != len(want):
+        return f"{len(got)} records instead of {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        if not isinstance(g, dict) or not isinstance(w, dict):
+            if g != w:
+                return f"record {i}: {g!r} instead of {w!r}"
+            continue
+        if {k: v for k, v in g.items() if k != "entities"} != {k: v for k, v in w.items() if k != "entities"}:
+            return f"record {i}: {g} instead of {w}"
+        difference = entities_difference(g.get("entities", []), w.get("entities", []), score_tolerance)
+        if difference is not None:
+            return f"record {i} ({g.get('text', '')[:40]!r}): {difference}"
+    return None

@@ -36,6 +36,8 @@ import time
 import warnings
 from pathlib import Path
 
+from albert_ner.data.example import SCORE_TOLERANCE, records_difference
+
 TFS_VERSION = "2.20"  # the newest TensorFlow Serving inference DLC
 DEFAULT_INSTANCE_TYPE = "ml.c5.xlarge"  # CPU is enough for ALBERT-tiny; ≈ $0.2/hour on demand
 JSON = "application/json"
@@ -137,7 +139,7 @@ def tfs_environment(workers: int = 1, batching: bool = True, max_batch_size: int
     return env
 
 
-def byoc_image_uri(aws, repository: str = "albert-ner", tag: str = "latest") -> tuple[str, bool]:
+def byoc_image_uri(aws, repository: str | None = None, tag: str = "latest") -> tuple[str, bool]:
     """Our image's ECR URI and whether this call created the repository.
 
     On real AWS the image must already be pushed (notebook 03, or container/build_and_push.sh):
@@ -146,6 +148,7 @@ def byoc_image_uri(aws, repository: str = "albert-ner", tag: str = "latest") -> 
     """
     from albert_ner.workshop import jobs
 
+    repository = repository or jobs.ECR_REPOSITORY
     if aws.mode == "aws":
         ecr = aws.client("ecr")
         try:
@@ -153,7 +156,7 @@ def byoc_image_uri(aws, repository: str = "albert-ner", tag: str = "latest") -> 
         except ecr.exceptions.RepositoryNotFoundException:
             raise RuntimeError(f"ECR repository {repository!r} does not exist: build and push the image "
                                "first (notebook 03, or bash container/build_and_push.sh)") from None
-        return f"{uri}:{tag}", False
+        return jobs.require_pushed_image(aws, uri, tag), False
     uri, created = jobs.ecr_repository(aws, repository)
     return f"{uri}:{tag}", created
 
@@ -277,19 +280,11 @@ def records_frame(records: list[dict]):
     return pd.DataFrame(rows, columns=["sentence", "type", "text", "start", "end", "score"])
 
 
-def same_predictions(a: list[dict], b: list[dict], score_tolerance: float = 1e-4) -> bool:
-    """True when two answers hold the same texts and entities, scores within the tolerance."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if x["text"] != y["text"] or len(x["entities"]) != len(y["entities"]):
-            return False
-        for e, f in zip(x["entities"], y["entities"]):
-            if (e["type"], e["start"], e["end"]) != (f["type"], f["start"], f["end"]):
-                return False
-            if abs(e.get("score", 0.0) - f.get("score", 0.0)) > score_tolerance:
-                return False
-    return True
+def same_predictions(a: list[dict], b: list[dict], score_tolerance: float = SCORE_TOLERANCE) -> bool:
+    """True when two answers hold the same records and entities, scores within the tolerance
+    (`data.example.records_difference`: a score may differ in its last digit with the batch
+    it rode in)."""
+    return records_difference(a, b, score_tolerance) is None
 
 
 def parse_predictions(body: bytes) -> list[dict]:
