@@ -73,7 +73,8 @@ def aws(moto_endpoint):
 @pytest.fixture
 def channels(aws, synthetic_data):
     session, _ = aws
-    uris = launchers.upload_channels(session, synthetic_data["train"].parent, synthetic_data["dev"].parent,
+    uris = launchers.upload_channels(session, {"training": synthetic_data["train"].parent,
+                                               "validation": synthetic_data["dev"].parent},
                                      bucket=BUCKET, prefix="data")
     return uris
 

@@ -15,7 +15,7 @@ path) and report the same metrics, regexed from the lines the training loop prin
 (`eval_f = 0.9483`, `entity_f1 = ...`, `loss = ...`).
 
     session = make_session(region="us-east-1", default_bucket="my-bucket")
-    channels = upload_channels(session, "data/msra")          # train/dev/test.txt → S3
+    channels = upload_channels(session, {"training": "data/msra"})  # train/dev/test.txt → S3
     trainer = byoc_trainer(image_uri, role, session, {"max_steps": 2000}, spot=True)
     job_name = start_training(trainer, channels, wait=False)
 """
@@ -23,6 +23,7 @@ path) and report the same metrics, regexed from the lines the training loop prin
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from albert_ner.sagemaker.contract import stringify_hyperparameters
@@ -75,23 +76,24 @@ def tensorflow_training_image(region: str, instance_type: str = DEFAULT_INSTANCE
                                image_scope="training")
 
 
-def upload_channels(session, training: str | Path, validation: str | Path | None = None,
-                    bucket: str | None = None, prefix: str = "albert-ner/data") -> dict[str, str]:
-    """Uploads the channel directories to S3; returns {"training": s3 uri, "validation": ...}.
+def upload_channels(session, channels: Mapping[str, str | Path], bucket: str | None = None,
+                    prefix: str = "albert-ner/data") -> dict[str, str]:
+    """Uploads every channel directory to S3; returns {channel name: s3 uri}.
 
-    `training` may hold train/dev/test.txt together (the article's layout); a separate
-    `validation` directory is the better habit (its dev file is then used for evaluation).
+    `channels` maps channel names to local directories: "training" (which may hold
+    train/dev/test.txt together, the article's layout), "validation" (the better habit: its
+    dev file is then used for evaluation) and, when fine-tuning from a local checkpoint,
+    "pretrained" — `workshop.training.job_inputs` gives all of them, and a job reads each at
+    /opt/ml/input/data/<name>. A channel left out here is missing in the job.
     """
     bucket = bucket or session.default_bucket()
-    channels = {"training": training}
-    if validation is not None:
-        channels["validation"] = validation
-    uris = {}
-    for name, path in channels.items():
-        if not Path(path).exists():
-            raise FileNotFoundError(f"channel {name}: {path} does not exist")
-        uris[name] = session.upload_data(path=str(path), bucket=bucket, key_prefix=f"{prefix}/{name}")
-    return uris
+    missing = [f"{name}: {path}" for name, path in channels.items() if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError("channel directories do not exist: " + "; ".join(missing))
+    return {
+        name: session.upload_data(path=str(path), bucket=bucket, key_prefix=f"{prefix}/{name}")
+        for name, path in channels.items()
+    }
 
 
 def _job_options(

@@ -295,6 +295,8 @@ def build_image(push: bool = False, tag: str = "latest", environ: dict | None = 
     """Runs container/build_and_push.sh (with `--no-push` unless `push`); returns the image
     name it printed last (`albert-ner:TAG`, or the ECR URI after a push).
 
+    A push goes to the ECR repository `ECR_REPOSITORY`, the name the notebook role may push to.
+
     Args:
       local_base: build on a Debian base bootstrapped on this machine (`--local-base`: no
         registry needed) instead of TensorFlow's GPU image from Docker Hub.
@@ -303,7 +305,9 @@ def build_image(push: bool = False, tag: str = "latest", environ: dict | None = 
     import sys
 
     argv = ["bash", str(REPO_ROOT / "container" / "build_and_push.sh"), "--tag", tag]
-    if not push:
+    if push:
+        argv += ["--name", ECR_REPOSITORY]
+    else:
         argv.append("--no-push")
     if local_base:
         argv.append("--local-base")
@@ -329,7 +333,19 @@ def image_present(image: str | None) -> bool:
         return False
 
 
-def ecr_repository(aws, name: str = "albert-ner") -> tuple[str, bool]:
+# The ECR repository of our image. AmazonSageMakerFullAccess, the usual role of a notebook
+# instance, allows the push (layer upload, PutImage) and DeleteRepository only on
+# arn:aws:ecr:*:*:repository/*sagemaker*: a name without "sagemaker" (e.g. "albert-ner") is
+# refused at the push in 03.
+ECR_REPOSITORY = "sagemaker-albert-ner"
+
+# Written by 03 into the workspace when it created the repository, so that 06 — the last
+# notebook that uses the image — deletes it in its cleanup (03's own cleanup must not: 06
+# deploys from it).
+CREATED_RECORD = "aws_created.json"
+
+
+def ecr_repository(aws, name: str = ECR_REPOSITORY) -> tuple[str, bool]:
     """The ECR repository URI for `name`, created when missing; (uri, created)."""
     ecr = aws.client("ecr")
     try:
@@ -339,14 +355,59 @@ def ecr_repository(aws, name: str = "albert-ner") -> tuple[str, bool]:
         return ecr.create_repository(repositoryName=name)["repository"]["repositoryUri"], True
 
 
-def delete_ecr_repository(aws, name: str = "albert-ner") -> bool:
-    """Deletes the repository and its images (cleanup); False when it did not exist."""
+def require_pushed_image(aws, repository_uri: str, tag: str = "latest") -> str:
+    """`repository_uri:tag`, once ECR holds that image; a RuntimeError saying how to push it if not.
+
+    A training job or endpoint given an image that was never pushed fails minutes later with
+    a terse CannotPullContainerError. A notebook instance without Docker cannot push, so the
+    image has to come from a machine that can.
+    """
+    name = repository_uri.rsplit("/", 1)[-1]
+    ecr = aws.client("ecr")
+    try:
+        found = ecr.describe_images(repositoryName=name, imageIds=[{"imageTag": tag}]).get("imageDetails", [])
+    except (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException):
+        found = []
+    if not found:
+        raise RuntimeError(
+            f"ECR repository {name!r} holds no image tagged {tag!r}, and this machine cannot push one "
+            "(no Docker). Build and push it where Docker runs — from the repository root: "
+            f"bash container/build_and_push.sh --name {name} --tag {tag} — then run this cell again."
+        )
+    return f"{repository_uri}:{tag}"
+
+
+def record_created_repository(workspace: str | os.PathLike, name: str) -> Path:
+    """Notes in the workspace that the workshop created ECR repository `name` (see CREATED_RECORD)."""
+    path = Path(workspace) / CREATED_RECORD
+    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    record["ecr_repository"] = name
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def created_repository(workspace: str | os.PathLike) -> str | None:
+    """The ECR repository the workshop created (`record_created_repository`), or None."""
+    path = Path(workspace) / CREATED_RECORD
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("ecr_repository")
+
+
+def delete_ecr_repository(aws, name: str = ECR_REPOSITORY, workspace: str | os.PathLike | None = None) -> bool:
+    """Deletes the repository and its images (cleanup); False when it did not exist.
+
+    With `workspace`, the record that the workshop created it is removed too.
+    """
     ecr = aws.client("ecr")
     try:
         ecr.delete_repository(repositoryName=name, force=True)
-        return True
+        deleted = True
     except ecr.exceptions.RepositoryNotFoundException:
-        return False
+        deleted = False
+    if workspace is not None and created_repository(workspace) == name:
+        (Path(workspace) / CREATED_RECORD).unlink()
+    return deleted
 
 
 def describe_job(aws, job_name: str) -> dict:
