@@ -150,6 +150,15 @@ def test_byos_job_runs_the_staged_entry_on_the_tensorflow_image(aws, channels):
     assert any(k.endswith("/entry_point.py") and "albert_ner" not in k for k in keys)
     assert any(k.endswith("albert_ner/sagemaker/contract.py") for k in keys)
     assert requests[-1]["AlgorithmSpecification"]["MetricDefinitions"]
+    # The TensorFlow image has no jieba: the job installs the package's own dependencies, or
+    # the default recipe would silently train without its lexicon.
+    s3 = boto3.client("s3", region_name=REGION)
+    [requirements] = [k for k in keys if k.endswith("/requirements.txt") and "albert_ner" not in k]
+    assert "jieba>=0.42" in s3.get_object(Bucket=BUCKET, Key=requirements)["Body"].read().decode().split()
+    drivers = next(c for c in job["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
+    prefix = drivers["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
+    script = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/sm_train.sh")["Body"].read().decode()
+    assert "requirements.txt" in script
 
 
 def test_git_source_job_installs_the_package_from_the_repository(aws, channels):
@@ -165,5 +174,6 @@ def test_git_source_job_installs_the_package_from_the_repository(aws, channels):
     prefix = drivers["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
     s3 = boto3.client("s3", region_name=REGION)
     script = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/sm_train.sh")["Body"].read().decode()
-    assert "pip install --no-deps git+https://github.com/example/albert-ner.git@v0.1.0" in script
+    # with its dependencies: the TensorFlow image has no jieba (the default recipe's lexicon)
+    assert "pip install git+https://github.com/example/albert-ner.git@v0.1.0 &&" in script
     assert "python -m albert_ner.sagemaker.entry_point" in script

@@ -205,7 +205,9 @@ def git_trainer(repo: str, role: str, session, hyperparameters: dict, *, ref: st
     """A ModelTrainer whose job installs the package from a git repository, then trains.
 
     SDK v3 has no `git_config`; the job clones instead (`pip install git+REPO@REF`), so the
-    code is exactly a commit of the repository. `--no-deps` keeps the image's TensorFlow.
+    code is exactly a commit of the repository. pip installs the package's own dependencies
+    too (jieba, which the AWS TensorFlow image lacks: without it the default recipe loses its
+    lexicon); TensorFlow is not among them, so the image's own stays.
     Pretrained weights still come in a channel (or `init_checkpoint` naming an S3-synced path).
     """
     import shlex
@@ -215,7 +217,7 @@ def git_trainer(repo: str, role: str, session, hyperparameters: dict, *, ref: st
 
     # The SDK splits `command` on whitespace, so the requirement must contain none.
     spec = shlex.quote(f"git+{repo}@{ref}")
-    command = f"pip install --no-deps {spec} && python -m albert_ner.sagemaker.entry_point"
+    command = f"pip install {spec} && python -m albert_ner.sagemaker.entry_point"
     image_uri = image_uri or tensorflow_training_image(session.boto_region_name, instance_type)
     trainer = ModelTrainer(
         training_image=image_uri, role=role, base_job_name=base_job_name,

@@ -8,19 +8,39 @@ so `import albert_ner` finds the copy:
   STAGED/
     entry_point.py        copy of albert_ner/sagemaker/entry_point.py
     albert_ner/           copy of the installed package (no caches)
-    requirements.txt      optional extra pip requirements
+    requirements.txt      the package's own dependencies (jieba: the AWS TensorFlow image lacks
+                          it, and without it the default recipe loses its lexicon), then any
+                          extra requirements; the job pip-installs them before the entry script
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 from pathlib import Path
 
 ENTRY_SCRIPT = "entry_point.py"
 
 
+def package_requirements() -> list[str]:
+    """The installed package's own dependencies (no extras): what a job's image must add.
+
+    Read from the package metadata, so pyproject.toml stays the one place they are written.
+    TensorFlow is not among them (an extra), so the image's own TensorFlow is kept.
+    """
+    try:
+        declared = importlib.metadata.requires("albert-ner") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError("albert-ner is not installed (pip install -e . from the repository), so the "
+                           "dependencies a script-mode job needs are unknown") from None
+    return [r for r in declared if "extra ==" not in r]
+
+
 def stage_source_dir(target: str | Path, requirements: list[str] | None = None) -> Path:
-    """Writes the BYOS source directory to `target` (replaced if present); returns it."""
+    """Writes the BYOS source directory to `target` (replaced if present); returns it.
+
+    requirements.txt always holds `package_requirements()`, then `requirements`.
+    """
     import albert_ner
 
     target = Path(target)
@@ -31,6 +51,6 @@ def stage_source_dir(target: str | Path, requirements: list[str] | None = None) 
     shutil.copytree(package, target / "albert_ner",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     shutil.copyfile(package / "sagemaker" / "entry_point.py", target / ENTRY_SCRIPT)
-    if requirements:
-        (target / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    lines = package_requirements() + list(requirements or [])
+    (target / "requirements.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
