@@ -6,8 +6,9 @@
 # Base image: TensorFlow's own GPU image by default (pulled from Docker Hub). --local-base
 # instead bootstraps a Debian bookworm base on this machine once (build_base_image.sh, cached)
 # and adds the tensorflow-cpu wheel: for machines that cannot pull from a registry (CI).
-# With --local-base the wheels are downloaded on the host first (pip download, with the
-# host's own pip settings) into container/wheelhouse/, and the build installs from there only.
+# With --local-base the wheels are downloaded on the host first (pip download of the lock files
+# container/locks/installer.lock and image-cpu.lock, hash-checked, with the host's own pip
+# settings) into container/wheelhouse/, and the build installs from there only.
 # Region: AWS_REGION, else AWS_DEFAULT_REGION, else `aws configure get region`.
 # Account: AWS_ACCOUNT_ID, else `aws sts get-caller-identity`.
 # --no-push builds and tags locally only (the article's "skip the push while iterating").
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --tag) tag="$2"; shift ;;
         --name) name="$2"; shift ;;
         --base-image) base_image="$2"; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -45,25 +46,12 @@ if [ "$local_base" -eq 1 ]; then
         echo "error: $python is not Python 3.11, the base image's Python: set PYTHON" >&2
         exit 1
     fi
-    # The requirements, read from pyproject.toml: the build backend, the `cpu` extra
-    # (TensorFlow) and the `serve` extra, plus the package's own dependencies.
-    mapfile -t requirements < <("$python" - "$root/pyproject.toml" <<'PY'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))
-extras = project["project"]["optional-dependencies"]
-for line in (project["build-system"]["requires"] + project["project"]["dependencies"]
-             + extras["cpu"] + extras["serve"]):
-    print(line)
-PY
-    )
-    tensorflow="$("$python" - "$root/pyproject.toml" <<'PY'
-import sys, tomllib
-print(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["cpu"][0])
-PY
-    )"
-    echo "downloading wheels into $wheelhouse: ${requirements[*]}"
-    "$python" -m pip download --quiet --disable-pip-version-check --dest "$wheelhouse" "${requirements[@]}"
-    build_args+=(--build-arg "BASE_IMAGE=$base_image" --build-arg "TENSORFLOW_REQUIREMENT=$tensorflow"
+    # Exactly the files the locks name (see the Dockerfile's header; `make lock` writes them):
+    # --require-hashes makes pip download refuse anything else.
+    echo "downloading wheels into $wheelhouse: container/locks/installer.lock, image-cpu.lock"
+    "$python" -m pip download --quiet --disable-pip-version-check --require-hashes --dest "$wheelhouse" \
+        -r "$root/container/locks/installer.lock" -r "$root/container/locks/image-cpu.lock"
+    build_args+=(--build-arg "BASE_IMAGE=$base_image" --build-arg "INSTALL_TENSORFLOW=1"
                 --build-arg "WHEELS_ONLY=1")
 elif [ -n "$base_image" ]; then
     build_args+=(--build-arg "BASE_IMAGE=$base_image")

@@ -6,7 +6,16 @@
   <cache>/<archive file>.part   a download in progress; the next call resumes it with an
                                 HTTP Range request (a server that ignores Range restarts it)
   <cache>/<archive file>        the complete archive (may also be put there by hand)
+  <cache>/<archive file>.sha256.json
+                                the archive's digest as first seen (see below)
   <cache>/<name>/               the unpacked model; `.complete` marks a finished unpack
+
+Every archive is checked before it is unpacked. Where the publisher gives a sha256
+(`KnownModel.sha256`), the archive must match it. Where none is published, the first archive
+seen is trusted and its digest recorded in `<archive file>.sha256.json` (trust on first use):
+a later archive of that name, downloaded again after the archive was deleted from the cache,
+must match the record, so a file replaced on the server or altered on the way is refused
+instead of silently changing the model. Deleting the record trusts the next download anew.
 
 Without network the call fails with one sentence saying where to put the file by hand.
 """
@@ -14,7 +23,9 @@ Without network the call fails with one sentence saying where to put the file by
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -28,7 +39,11 @@ from albert_ner.checkpoints.readers import CheckpointError
 
 @dataclasses.dataclass(frozen=True)
 class KnownModel:
-    """A downloadable checkpoint. sha256 None = not published, so not verified."""
+    """A downloadable checkpoint.
+
+    sha256: the digest the publisher gives for the archive; None when it gives none, and then
+    the first download's digest is recorded in the cache and later downloads must match it.
+    """
 
     url: str
     sha256: str | None = None
@@ -41,6 +56,9 @@ class KnownModel:
 
 _ALBERT_ZH = "https://storage.googleapis.com/albert_zh/"
 # URLs as brightmart/albert_zh's README and google-research/bert's README publish them.
+# Neither README gives a checksum for these archives, so every entry has sha256=None and is
+# protected by the digest recorded at its first download (trust on first use, see `_verify`).
+# Put a digest here only when its publisher states it: a guessed one would refuse the real file.
 KNOWN_MODELS: dict[str, KnownModel] = {
     "albert_tiny_zh": KnownModel(_ALBERT_ZH + "albert_tiny.zip", note="brightmart, 4 layers, H 312"),
     "albert_tiny_zh_489k": KnownModel(_ALBERT_ZH + "albert_tiny_489k.zip", note="brightmart, trained longer"),
@@ -101,7 +119,7 @@ def fetch_model(
     archive = root / model.filename
     if not archive.exists():
         _download(name, model, archive, retries, timeout)
-    _verify(model, archive)
+    _verify(name, model, archive)
     _unpack(archive, target)
     return target
 
@@ -157,20 +175,75 @@ def _total_size(response, have: int) -> int | None:
     return have + int(length) if length is not None else None
 
 
-def _verify(model: KnownModel, archive: Path) -> None:
-    if model.sha256 is None:
-        return
+def digest_record(archive: Path) -> Path:
+    """The JSON next to `archive` that holds its digest as first seen (trust on first use)."""
+    return archive.with_name(archive.name + ".sha256.json")
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(archive, "rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
-    if digest.hexdigest() != model.sha256.lower():
-        bad = archive.with_name(archive.name + ".bad")
-        os.replace(archive, bad)
+    return digest.hexdigest()
+
+
+def _verify(name: str, model: KnownModel, archive: Path) -> None:
+    """Checks `archive` against the published digest, else against the recorded one.
+
+    Without a published digest and without a record, the archive is trusted and its digest
+    recorded. A mismatch moves the archive aside (`.bad`, so it is never unpacked) and raises.
+    """
+    got = _sha256(archive)
+    if model.sha256 is not None:
+        expected = model.sha256.lower()
+        if got != expected:
+            bad = _set_aside(archive)
+            raise CheckpointError(
+                f"{archive} has sha256 {got} but {expected} was expected (the digest published for "
+                f"{name}); moved it to {bad} so the next run downloads it again"
+            )
+        return
+    record = digest_record(archive)
+    if not record.exists():
+        _write_record(record, name, model, got)
+        return
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        expected = str(recorded["sha256"]).lower()
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(
-            f"{archive} has sha256 {digest.hexdigest()} but {model.sha256} was expected; "
-            f"moved it to {bad} so the next run downloads it again"
+            f"the digest record {record} cannot be read ({err}); delete it to trust {archive} as it is now"
+        ) from None
+    if got != expected:
+        bad = _set_aside(archive)
+        first = recorded.get("recorded", "an earlier run")
+        raise CheckpointError(
+            f"{archive} has sha256 {got} but {expected} was expected: the digest recorded in "
+            f"{record} when {name} was first downloaded ({first}), so the file at {model.url} "
+            f"changed or was altered on the way; moved it to {bad}. If the publisher really "
+            f"replaced it, delete {record} and run again to trust the new file"
         )
+
+
+def _set_aside(archive: Path) -> Path:
+    bad = archive.with_name(archive.name + ".bad")
+    os.replace(archive, bad)
+    return bad
+
+
+def _write_record(record: Path, name: str, model: KnownModel, sha256: str) -> None:
+    # Written to a temporary name and renamed: an interrupted run never leaves half a record,
+    # which the next run would refuse to read.
+    content = {
+        "name": name,
+        "url": model.url,
+        "sha256": sha256,
+        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, record)
 
 
 def _unpack(archive: Path, target: Path) -> None:

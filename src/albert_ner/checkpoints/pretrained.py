@@ -338,9 +338,24 @@ def _open_weights(path: Path):
         return native.NpzReader(directory / native.WEIGHTS_FILE), directory
     for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():
-            reader = (TorchBinReader if name.endswith(".bin") else SafetensorsReader)(directory / name)
-            return reader, directory
+            if name.endswith(".bin"):
+                return TorchBinReader(directory / name), directory
+            _require_safetensors(directory / name)
+            return SafetensorsReader(directory / name), directory
     return TF1Reader(_find_tf1_prefix(directory)), directory
+
+
+def _require_safetensors(path: Path) -> None:
+    """`safetensors` is no dependency of the package (TF1 checkpoints need none): without it a
+    Hugging Face checkpoint gets one sentence with the install command, not an ImportError
+    traceback from deep inside the reader."""
+    try:
+        from safetensors import safe_open  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"{path} is a Hugging Face safetensors checkpoint and reading it needs the safetensors "
+            f"package, which is not installed: pip install safetensors"
+        ) from None
 
 
 def _enter_single_subdir(path: Path) -> Path:
