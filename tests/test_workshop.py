@@ -43,8 +43,9 @@ def test_find_secrets():
 # ----------------------------------------------------------------------------- data
 
 
-def test_prepare_corpus_generates_when_no_msra(tmp_path):
-    corpus = data.prepare_corpus(tmp_path, tmp_path / "absent", train_sentences=40, dev_sentences=10, test_sentences=10)
+def test_prepare_corpus_generates_when_asked(tmp_path):
+    corpus = data.prepare_corpus(tmp_path, None, source="synthetic", train_sentences=40, dev_sentences=10,
+                                 test_sentences=10)
     assert corpus["source"] == "synthetic"
     rows = {r["split"]: r for r in data.validate_corpus(corpus)}
     assert rows["train"]["sentences"] == 40 and rows["dev"]["sentences"] == 10
@@ -63,7 +64,7 @@ def test_prepare_corpus_slices_a_local_copy(tmp_path):
 
 
 def test_stage_channels_and_upload(tmp_path):
-    corpus = data.prepare_corpus(tmp_path, None, train_sentences=10, dev_sentences=5, test_sentences=5)
+    corpus = data.prepare_corpus(tmp_path, None, source="synthetic", train_sentences=10, dev_sentences=5, test_sentences=5)
     channels = data.stage_channels(tmp_path, corpus)
     assert sorted(p.name for p in Path(channels["training"]).iterdir()) == ["train.txt"]
     assert sorted(p.name for p in Path(channels["validation"]).iterdir()) == ["dev.txt"]
@@ -282,7 +283,7 @@ def test_kernel_spec_points_at_this_interpreter(tmp_path, monkeypatch):
 
 
 REQUIRED_PARAMETERS = {
-    "workspace", "data_dir", "pretrained_checkpoint", "model_config", "max_steps", "epochs",
+    "workspace", "data_source", "data_dir", "pretrained_checkpoint", "model_config", "max_steps", "epochs",
     "batch_size", "max_seq_length", "instance_type", "instance_count", "seed", "use_aws",
 }
 
@@ -307,6 +308,44 @@ def test_notebook_files_are_clean_and_parameterised(name):
     # prose before every code cell except the first
     kinds = [c.cell_type for c in nb.cells]
     assert all(kinds[i - 1] == "markdown" for i, k in enumerate(kinds) if k == "code" and i > 0)
+
+
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if (REPO_ROOT / n).exists()])
+def test_notebook_defaults_are_a_notebook_instance_s_not_ci_s(name):
+    import papermill
+
+    defaults = {k: v["default"] for k, v in papermill.inspect_notebook(str(REPO_ROOT / name)).items()}
+    # The real corpus (downloaded when missing), never generated data unless asked for ...
+    assert defaults["data_source"] == '"msra"' and "shared" not in defaults["data_dir"]
+    # ... the article's pretrained model where a GPU makes it affordable, and the recipe's own
+    # learning rate for whichever model that is (6e-3 would wreck a pretrained ALBERT).
+    assert defaults["pretrained_checkpoint"] == '"auto"' and defaults["learning_rate"] == "None"
+    assert "download_data" not in defaults
+    if name == "04_byos.ipynb":  # local script mode in the image the real job runs
+        assert defaults["byos_local_image"] == '"dlc"'
+
+
+def test_msra_without_network_is_a_clear_error_not_generated_data(tmp_path):
+    unreachable = {"train": data.UpstreamFile("http://127.0.0.1:9/msra_train_bio.txt", "0" * 64),
+                   "test": data.UpstreamFile("http://127.0.0.1:9/msra_test_bio.txt", "0" * 64)}
+    with pytest.raises(RuntimeError) as error:
+        data.prepare_corpus(tmp_path / "ws", tmp_path / "msra", upstream=unreachable)
+    message = str(error.value)
+    assert "http://127.0.0.1:9/msra_train_bio.txt" in message and str(tmp_path / "msra" / "upstream") in message
+    assert 'data_source = "synthetic"' in message and "train.txt" in message
+    assert not (tmp_path / "ws" / "data" / "train.txt").exists()  # nothing was staged instead
+    with pytest.raises(ValueError, match="data_source must be one of msra, synthetic"):
+        data.prepare_corpus(tmp_path / "ws", tmp_path / "msra", source="generated")
+
+
+def test_auto_pretrained_is_the_articles_model_on_a_gpu_only():
+    spec, why = data.choose_pretrained("auto", has_gpu=True)
+    assert spec == "albert_base_zh_additional_36k_steps" and "GPU" in why
+    spec, why = data.choose_pretrained("auto", has_gpu=False)
+    assert spec == "none" and "no GPU" in why
+    assert data.choose_pretrained("none", has_gpu=True) == ("none", "set explicitly")
+    out = data.prepare_pretrained("auto")  # this machine: no GPU
+    assert out["init_checkpoint"] is None and "no GPU" in out["message"]
 
 
 def test_job_inputs_match_the_notebook_options(tmp_path):
@@ -340,7 +379,7 @@ def test_aws_helpers_against_moto(tmp_path, monkeypatch):
         assert aws.mode == "moto" and not aws.costs_money and "moto" in aws.describe()
         bucket = aws.bucket("workshop-bucket")
         assert aws.bucket("workshop-bucket") == bucket  # idempotent
-        corpus = data.prepare_corpus(tmp_path, None, train_sentences=10, dev_sentences=5, test_sentences=5)
+        corpus = data.prepare_corpus(tmp_path, None, source="synthetic", train_sentences=10, dev_sentences=5, test_sentences=5)
         uris = data.upload_channels(data.stage_channels(tmp_path, corpus), bucket, "ws/data", aws.client("s3"))
         assert uris["training"] == "s3://workshop-bucket/ws/data/training/"
         assert aws.execution_role().startswith("arn:aws:iam::") and aws.execution_role() == aws.execution_role()

@@ -145,3 +145,48 @@ def test_pushing_from_the_notebook_targets_the_allowed_repository(monkeypatch):
     jobs.build_image(push=False)
     assert calls[0][calls[0].index("--name") + 1] == jobs.ECR_REPOSITORY and "--no-push" not in calls[0]
     assert "--no-push" in calls[1] and "--name" not in calls[1]  # the local image keeps its name
+
+
+def test_a_session_keeps_the_accounts_sdk_config(tmp_path, monkeypatch):
+    # An admin's or user's config.yaml (VPC, KMS, tags) must survive turning telemetry off.
+    config = tmp_path / "config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  TrainingJob:\n    VpcConfig:\n"
+                      "      SecurityGroupIds: ['sg-0123456789abcdef0']\n      Subnets: ['subnet-0123456789abcdef0']\n",
+                      encoding="utf-8")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    session = launchers.make_session(region="us-east-1", default_bucket="b")
+    sdk = session.sagemaker_config["SageMaker"]
+    assert sdk["TrainingJob"]["VpcConfig"]["Subnets"] == ["subnet-0123456789abcdef0"]
+    assert sdk["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
+
+
+def test_the_region_is_the_instances_own_unless_set(tmp_path, monkeypatch):
+    from albert_ner.workshop.aws import default_region
+
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = cn-north-1\n", encoding="utf-8")
+    for key in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    assert default_region() == "cn-north-1"  # what a notebook instance's AWS config says
+    # ... and the DLC's URI follows the partition of that region
+    assert jobs.dlc_image(None, "ml.c5.xlarge").endswith(".amazonaws.com.cn/tensorflow-training:2.21-cpu-py312")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert default_region() == "eu-west-1"
+
+
+def test_outside_sagemaker_the_missing_role_names_sagemaker_role(aws, monkeypatch):
+    from albert_ner.workshop.aws import AwsContext
+
+    from sagemaker.core.helper import session_helper
+
+    def not_a_role(*_, **__):  # the SDK's answer where the identity is a user (a laptop's keys)
+        raise ValueError("The current AWS identity is not a role: arn:aws:iam::123456789012:user/me, "
+                         "therefore it cannot be used as a SageMaker execution role")
+
+    monkeypatch.setattr(session_helper, "get_execution_role", not_a_role)
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
+    with pytest.raises(RuntimeError, match="SAGEMAKER_ROLE"):
+        AwsContext(True, "aws", "us-east-1").execution_role()
+    monkeypatch.setenv("SAGEMAKER_ROLE", "arn:aws-cn:iam::123456789012:role/Workshop")
+    assert AwsContext(True, "aws", "cn-north-1").execution_role() == "arn:aws-cn:iam::123456789012:role/Workshop"

@@ -52,8 +52,27 @@ TELEMETRY_OPT_OUT_CONFIG = {
 }
 
 
+def sdk_config_with_telemetry_off() -> dict:
+    """The SDK's own configuration (admin and user config.yaml, with their
+    SAGEMAKER_*_CONFIG_OVERRIDE paths) plus TelemetryOptOut.
+
+    A `sagemaker_config=` given to Session replaces what the SDK would load, so passing only
+    the telemetry flag dropped an account's defaults (VPC, KMS keys, role, tags): they are
+    loaded here and the flag is added to them.
+    """
+    import copy
+
+    from sagemaker.core.config.config import load_sagemaker_config
+
+    config = copy.deepcopy(load_sagemaker_config() or {})
+    config.setdefault("SchemaVersion", TELEMETRY_OPT_OUT_CONFIG["SchemaVersion"])
+    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
+    modules["TelemetryOptOut"] = True
+    return config
+
+
 def make_session(region: str | None = None, default_bucket: str | None = None, boto_session=None):
-    """A SageMaker session with telemetry off.
+    """A SageMaker session with telemetry off, keeping the SDK's config.yaml defaults.
 
     Give `default_bucket` explicitly when you can: without it the SDK derives one from an STS
     call. The endpoint follows AWS_ENDPOINT_URL (e.g. a local moto server in tests).
@@ -63,7 +82,7 @@ def make_session(region: str | None = None, default_bucket: str | None = None, b
 
     boto_session = boto_session or boto3.Session(region_name=region)
     return Session(boto_session=boto_session, default_bucket=default_bucket,
-                   sagemaker_config=TELEMETRY_OPT_OUT_CONFIG)
+                   sagemaker_config=sdk_config_with_telemetry_off())
 
 
 def tensorflow_training_image(region: str, instance_type: str = DEFAULT_INSTANCE_TYPE,

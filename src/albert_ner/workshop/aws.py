@@ -135,7 +135,14 @@ class AwsContext:
                 return iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
         from sagemaker.core.helper.session_helper import get_execution_role
 
-        return get_execution_role(self.session())
+        try:
+            return get_execution_role(self.session())
+        except ValueError as err:  # not on a notebook instance or Studio: no role of its own
+            raise RuntimeError(
+                "no SageMaker execution role: outside a SageMaker notebook instance or Studio the "
+                "jobs need one named — set SAGEMAKER_ROLE to the ARN of a role SageMaker can assume "
+                "(e.g. with the AmazonSageMakerFullAccess policy) before starting Jupyter"
+            ) from err
 
     def session(self, bucket: str | None = None):
         """A SageMaker SDK session (telemetry off) for this context."""
@@ -163,9 +170,18 @@ class AwsContext:
                     del os.environ[key]
 
 
+def default_region() -> str:
+    """The region a notebook runs in: AWS_REGION / AWS_DEFAULT_REGION, else the AWS config's
+    (a notebook instance's is its own region), else us-east-1."""
+    import boto3
+
+    return (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or boto3.Session().region_name or "us-east-1")
+
+
 def connect(use_aws: bool, aws_endpoint: str | None = None, region: str | None = None) -> AwsContext:
     """Sets up the environment for boto3 and the SageMaker SDK; see the module docstring."""
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = region or default_region()
     if not use_aws:
         return AwsContext(False, "off")
     os.environ["AWS_DEFAULT_REGION"] = region

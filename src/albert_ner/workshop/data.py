@@ -1,10 +1,13 @@
 """Get, check and stage the corpus for the workshop notebooks.
 
-Three sources, in this order of preference (notebook 01's parameters pick):
-  1. a local MSRA copy (`train.txt`, `dev.txt`, `test.txt` in `data_dir`);
-  2. the public MSRA files, downloaded and verified by sha256 (`download_msra`), then split
-     like the shared copy (dev = every 15th sentence of the official training set);
-  3. a generated corpus (`albert_ner.data.synthetic`) when neither is available — offline CI.
+Two sources (notebook 01's `data_source` picks):
+  "msra"       the MSRA corpus in `data_dir` (`train.txt`, `dev.txt`, `test.txt`); when it is
+               not there, the public files are downloaded and verified by sha256
+               (`download_msra`), then split like the shared copy (dev = every 15th sentence of
+               the official training set). No network and no copy is a clear error, never a
+               silent switch to other data.
+  "synthetic"  a generated corpus (`albert_ner.data.synthetic`), only when asked for: offline
+               CI without the corpus, or a first look.
 
 The slice the workshop trains on is written to WORKSPACE/data/, and the SageMaker channels to
 WORKSPACE/channels/{training,validation}/ (what `/opt/ml/input/data/<channel>` will hold), and
@@ -138,26 +141,35 @@ def corpus_present(directory: str | os.PathLike | None) -> bool:
     return (directory / "train.txt").is_file() and (directory / "dev.txt").is_file()
 
 
+DATA_SOURCES = ("msra", "synthetic")
+
+
 def prepare_corpus(
     workspace: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
-    download: bool = False,
+    source: str = "msra",
     train_sentences: int | None = None,
     dev_sentences: int | None = None,
     test_sentences: int | None = None,
     synthetic_seed: int = 0,
+    upstream: dict | None = None,
 ) -> dict:
     """Writes the workshop's slice of the corpus to WORKSPACE/data/{train,dev,test}.txt.
 
     Args:
       workspace: the notebooks' shared working directory.
-      data_dir: a directory with MSRA-style train/dev/test.txt (test optional).
-      download: when `data_dir` lacks the corpus, download MSRA into it (needs internet).
+      data_dir: with source "msra", the directory with MSRA-style train/dev/test.txt (test
+        optional), or where they are downloaded to when missing.
+      source: "msra" or "synthetic" (see the module docstring).
       train_sentences, dev_sentences, test_sentences: keep the first N of each split
         (None = all; for generated data None means 800 / 150 / 150).
       synthetic_seed: seed of the generated corpus.
+      upstream: the download's files (default MSRA_UPSTREAM).
     Returns:
       {"source": "msra" | "synthetic", "origin": str, "train": str, "dev": str, "test": str}.
+    Raises:
+      RuntimeError: source "msra", the corpus is not in `data_dir` and the download failed —
+        the message names the URLs and how to supply the files instead.
     """
     from albert_ner.data.readers import read_conll
     from albert_ner.data.synthetic import write_synthetic_split
@@ -166,15 +178,19 @@ def prepare_corpus(
     out = Path(workspace) / "data"
     out.mkdir(parents=True, exist_ok=True)
     limits = {"train": train_sentences, "dev": dev_sentences, "test": test_sentences}
-    if not corpus_present(data_dir) and download and data_dir:
-        download_msra(data_dir)
-    if corpus_present(data_dir):
+    if source not in DATA_SOURCES:
+        raise ValueError(f"data_source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
+    if source == "msra":
+        if not data_dir:
+            raise ValueError('data_source "msra" needs data_dir: where the corpus is, or is downloaded to')
+        if not corpus_present(data_dir):
+            _download_or_explain(data_dir, upstream or MSRA_UPSTREAM)
         paths = {}
         for split in SPLITS:
-            source = Path(data_dir) / f"{split}.txt"
-            if not source.is_file():  # no test split: score on dev
-                source = Path(data_dir) / "dev.txt"
-            examples = read_conll(source).examples
+            split_file = Path(data_dir) / f"{split}.txt"
+            if not split_file.is_file():  # no test split: score on dev
+                split_file = Path(data_dir) / "dev.txt"
+            examples = read_conll(split_file).examples
             if limits[split] is not None:
                 examples = examples[: limits[split]]
             paths[split] = str(write_conll(examples, out / f"{split}.txt"))
@@ -258,6 +274,23 @@ def save_setup(workspace: str | os.PathLike, record: dict) -> Path:
     return path
 
 
+def _download_or_explain(data_dir: str | os.PathLike, upstream: dict) -> None:
+    """`download_msra` into `data_dir`, or a RuntimeError saying how to get the corpus there."""
+    try:
+        download_msra(data_dir, upstream)
+    except (OSError, ChecksumError) as err:  # URLError is an OSError: no network, DNS, HTTP
+        urls = "\n".join(f"  {split}: {f.url} (sha256 {f.sha256})" for split, f in upstream.items())
+        raise RuntimeError(
+            f"MSRA is not in {Path(data_dir).resolve()} and downloading it failed: {err}\n"
+            f"Either download these files where there is network and put them into "
+            f"{Path(data_dir).resolve() / 'upstream'}/ (they are split into train/dev/test.txt on "
+            f"the next run):\n{urls}\n"
+            "or copy your own train.txt and dev.txt (test.txt optional; a character and its BIO tag "
+            "per line, a blank line between sentences) into that directory, "
+            'or set data_source = "synthetic" to practise on generated data.'
+        ) from None
+
+
 def load_setup(workspace: str | os.PathLike) -> dict:
     """Reads WORKSPACE/setup.json; says to run notebook 01 first when it is missing."""
     path = Path(workspace) / SETUP_FILE
@@ -267,22 +300,43 @@ def load_setup(workspace: str | os.PathLike) -> dict:
 
 
 NO_CHECKPOINT = ("", "none", "None", "random")
+# pretrained_checkpoint "auto": the article's model where it can be fine-tuned in reasonable
+# time (a GPU), the no-download BiLSTM-CRF recipe elsewhere (ALBERT-base on two CPU cores
+# takes hours for what the BiLSTM-CRF reaches in minutes; BENCHMARKS.md).
+GPU_DEFAULT_CHECKPOINT = "albert_base_zh_additional_36k_steps"
+
+
+def choose_pretrained(spec: str | None, has_gpu: bool | None = None) -> tuple[str, str]:
+    """(checkpoint spec, why) for notebook 01's `pretrained_checkpoint`; only "auto" is decided."""
+    if str(spec) != "auto":
+        return str(spec), "set explicitly"
+    if has_gpu is None:
+        from albert_ner.train.runtime import detect_gpus
+
+        has_gpu = bool(detect_gpus())
+    if has_gpu:
+        return GPU_DEFAULT_CHECKPOINT, ("auto: a GPU is visible, so the article's model — the pretrained "
+                                        f"{GPU_DEFAULT_CHECKPOINT} + CRF, downloaded and verified — is fine-tuned")
+    return "none", ("auto: no GPU, so the no-download BiLSTM-CRF recipe (fine-tuning ALBERT-base on a CPU "
+                    "takes hours); set pretrained_checkpoint to a name or path to insist")
 
 
 def prepare_pretrained(spec: str | None, cache_dir: str | os.PathLike | None = None) -> dict:
     """Finds (downloading when it is a known name) the pretrained checkpoint to fine-tune.
 
     Args:
-      spec: "none" (train from random init), a known model name such as
+      spec: "auto" (`choose_pretrained`: the article's checkpoint with a GPU, none without),
+        "none" (no checkpoint: the default recipe), a known model name such as
         "albert_base_zh_additional_36k_steps" (the article's), or a local path.
     Returns:
       {"init_checkpoint": str | None, "message": str}; `init_checkpoint` is what
-      `TrainArgs(init_checkpoint=...)` takes.
+      `TrainArgs(init_checkpoint=...)` takes; the message says which and why.
     """
+    spec, why = choose_pretrained(spec)
     if spec is None or str(spec) in NO_CHECKPOINT:
         return {"init_checkpoint": None,
-                "message": "no pretrained checkpoint: the encoder starts from random weights "
-                           "(fine for the CPU-sized run; set pretrained_checkpoint to fine-tune)"}
+                "message": f"no pretrained checkpoint ({why}): the no-download recipe trains from "
+                           "random weights"}
     try:
         from albert_ner import checkpoints
     except ImportError as err:  # the checkpoints package is optional in old checkouts
@@ -293,5 +347,5 @@ def prepare_pretrained(spec: str | None, cache_dir: str | os.PathLike | None = N
         path = str(checkpoints.fetch_model(spec, cache_dir=cache_dir))
     pretrained = checkpoints.resolve_pretrained(path)
     return {"init_checkpoint": str(path),
-            "message": f"pretrained checkpoint {spec}: layout {pretrained.layout}, "
+            "message": f"pretrained checkpoint {spec} ({why}): layout {pretrained.layout}, "
                        f"vocab {pretrained.vocab_file}"}

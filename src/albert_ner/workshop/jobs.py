@@ -118,7 +118,9 @@ def local_session(region: str | None = None, serving_port: int | None = None):
 
     from albert_ner.sagemaker.launchers import TELEMETRY_OPT_OUT_CONFIG
 
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    from albert_ner.workshop.aws import default_region
+
+    region = region or default_region()
     session = LocalSession(boto_session=boto3.Session(region_name=region),
                            sagemaker_config=TELEMETRY_OPT_OUT_CONFIG)
     local = {"local_code": True}
@@ -468,9 +470,13 @@ def stop_if_running(aws, job_name: str | None) -> str:
     return status
 
 
-def dlc_image(region: str, instance_type: str) -> str | None:
+def dlc_image(region: str | None, instance_type: str) -> str | None:
     """The AWS TensorFlow training image for an instance type (a `local`/`local_gpu` type
-    maps to the CPU/GPU image); None when the SageMaker SDK is not installed."""
+    maps to the CPU/GPU image) in `region` (None: `aws.default_region()`); None when the
+    SageMaker SDK is not installed."""
+    from albert_ner.workshop.aws import default_region
+
+    region = region or default_region()
     try:
         from albert_ner.sagemaker.launchers import tensorflow_training_image
 

@@ -39,7 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # Parameter sets. `cpu` is what `make workshop` runs and the notebooks' own defaults: on two CPU
 # cores about 10 minutes in all (the micro model trains ~20 steps/s; tiny learns about as much
 # per minute at 5x the cost per step). `smoke` is the tests' (about 2 minutes). Data comes
-# from $MSRA_DIR when present, else is generated.
+# from $MSRA_DIR (or the shared copy) when present, else is generated; the notebooks' own
+# defaults (download MSRA; the pretrained ALBERT with a GPU) are a notebook instance's.
 PROFILES = {
     "cpu": {
         # The no-download default recipe (BiLSTM-CRF over character + bigram embeddings) on all
@@ -51,12 +52,14 @@ PROFILES = {
         "pretrain_steps": 200,
         # 03: with Docker, build the image on a Debian base bootstrapped here (no registry pull)
         "image_base": "local",
+        # 04: no AWS login here to pull the DLC: script mode runs in the image 03 built
+        "byos_local_image": "albert-ner:latest",
     },
     "smoke": {
         "model_config": "micro", "train_sentences": 500, "dev_sentences": 80, "test_sentences": 80,
         "max_steps": 400, "eval_every": 50, "batch_size": 16, "max_seq_length": 48,
         "learning_rate": 3e-3, "seed": 7, "use_aws": True, "aws_endpoint": "moto",
-        "pretrain_steps": 30, "image_base": "local",
+        "pretrain_steps": 30, "image_base": "local", "byos_local_image": "albert-ner:latest",
         # 06: a short load test against one server (the batching-off comparison is for `cpu`).
         "load_requests": 120, "load_concurrency": 8, "load_malformed": 12, "compare_no_batching": False,
     },
@@ -170,8 +173,15 @@ def write_index(results: list[NotebookResult], target: Path) -> Path:
 def default_parameters(profile: str, run_dir: Path) -> dict:
     params = dict(PROFILES[profile])
     params["workspace"] = str((run_dir / "workspace").resolve())
-    msra = os.environ.get("MSRA_DIR")
-    params["data_dir"] = str(Path(msra).resolve()) if msra else str((REPO_ROOT.parent / "shared" / "data" / "msra"))
+    # The notebooks' own default downloads MSRA; this machine has no network but may have a
+    # copy ($MSRA_DIR, or the shared one beside the checkout). Without it, generated data.
+    msra = Path(os.environ.get("MSRA_DIR") or REPO_ROOT.parent / "shared" / "data" / "msra").resolve()
+    if (msra / "train.txt").is_file() and (msra / "dev.txt").is_file():
+        params.update(data_source="msra", data_dir=str(msra))
+    else:
+        params["data_source"] = "synthetic"
+    # The CPU profile's recipe: no checkpoint, whatever GPU the machine may have.
+    params.setdefault("pretrained_checkpoint", "none")
     return params
 
 
