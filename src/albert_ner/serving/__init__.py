@@ -5,6 +5,8 @@
   app.py        the starlette routes, status codes and the per-request log line
   settings.py   options and their SAGEMAKER_* / ALBERT_NER_* environment variables
   server.py     uvicorn start-up, workers and SIGTERM (`albert-ner serve`, container/serve)
+  readiness.py  /ping across worker processes: a shared directory of ready/failed files
+  supervisor.py the parent of several workers: replaces a dead one, prunes its readiness file
   batch.py      offline batch transform: `albert-ner predict` on a file, streamed in chunks
   loadtest.py   concurrent HTTP load against a running server (benchmarks, notebook 06)
 

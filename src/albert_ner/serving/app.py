@@ -3,7 +3,8 @@
   GET  /ping                  200 once the model is loaded and warmed up (with several
                               workers: in every worker, `serving.readiness`), with the
                               batcher's counters; 503 while loading or after a failed load
-                              ({"status", "error"}: the reason)
+                              ({"status", "error"}: the reason). One of several workers
+                              accepts connections only once its model is loaded.
   POST /invocations           texts in, entities out (formats: `serving.requests`)
   GET  /execution-parameters  batch transform's defaults (MultiRecord, payload limit)
 
@@ -175,10 +176,20 @@ def create_app(settings: ServeSettings, batcher: DynamicBatcher | None = None) -
         batching = (f"dynamic batching up to {settings.max_batch_tokens} characters, "
                     f"{settings.batch_timeout_ms:g} ms wait" if settings.batching else "no batching")
         log(f"loading {settings.model_dir} ({batching})")
-        recording = asyncio.create_task(record_outcome())
+        recording = None
+        if board.directory is None:
+            # A single worker answers /ping (503) and requests while it loads.
+            recording = asyncio.create_task(record_outcome())
+        else:
+            # One of several workers takes connections only once its model is in. They share
+            # one listening socket, so whatever a loading worker accepted would get a 503
+            # while the others could answer it — every request a replacement for a dead
+            # worker took during its load. Uvicorn starts accepting after this startup part.
+            await record_outcome()
         yield
         board.withdraw()
-        recording.cancel()
+        if recording is not None:
+            recording.cancel()
         # Uvicorn calls this after in-flight requests have been answered; the queue is
         # empty by then, `close` only stops the model thread.
         await asyncio.to_thread(batcher.close, 60)

@@ -12,10 +12,17 @@ parent creates and shares through the settings (`ServeSettings.ready_dir`):
 and a worker's /ping is 200 only when it is ready itself and the directory holds N ready
 files and no failed one. A single worker needs no directory (its own status is the answer).
 
+A worker that dies without its shutdown (SIGKILL, the kernel's OOM killer, a crash) cannot
+withdraw its file. Its stale ready file would count for the replacement that is still
+loading, and a stale failed file would keep every /ping at 503 for good. So the supervising
+parent, which knows its workers' pids, calls `prune` with the live ones after every check
+(`serving.supervisor`).
+
 Example:
   board = ReadinessBoard(settings.ready_dir, settings.workers)
   board.record(batcher.error)        # on the worker, once its load has ended
   waiting = board.not_ready_reason() # None when all workers are ready
+  board.prune({1201, 1202})          # in the parent: drops the files of any other pid
 """
 
 from __future__ import annotations
@@ -57,6 +64,26 @@ class ReadinessBoard:
         for prefix in (READY_PREFIX, FAILED_PREFIX):
             (self.directory / f"{prefix}{self._pid}").unlink(missing_ok=True)
 
+    def prune(self, live_pids: set[int]) -> list[int]:
+        """Removes the outcomes (and half-written ones) of workers not in `live_pids`.
+
+        Returns:
+            The pids whose files were removed, for the log.
+        """
+        if self.directory is None:
+            return []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []  # the directory went away with a stopping server: nothing to prune
+        removed = set()
+        for name in names:
+            pid = _pid_of(name)
+            if pid is not None and pid not in live_pids:
+                (self.directory / name).unlink(missing_ok=True)
+                removed.add(pid)
+        return sorted(removed)
+
     def not_ready_reason(self) -> str | None:
         """None when all workers are ready, else why not (for /ping's 503)."""
         if self.directory is None:
@@ -73,3 +100,12 @@ class ReadinessBoard:
         if ready < self.workers:
             return f"{ready} of {self.workers} workers have loaded the model; the others are still loading"
         return None
+
+
+def _pid_of(name: str) -> int | None:
+    """The worker pid in an outcome file's name (also ".ready-<pid>" while being written)."""
+    bare = name.removeprefix(".")
+    for prefix in (READY_PREFIX, FAILED_PREFIX):
+        if bare.startswith(prefix) and bare[len(prefix):].isdigit():
+            return int(bare[len(prefix):])
+    return None

@@ -7,8 +7,10 @@
 Each uvicorn worker is a process with its own model (`--workers` or
 SAGEMAKER_MODEL_SERVER_WORKERS); one worker with dynamic batching keeps both cores of a small
 instance busy. SIGTERM (how SageMaker and `docker stop` end a container) stops accepting
-connections, lets in-flight requests finish, then exits with status 0. Other settings and
-their environment variables: `serving.settings`.
+connections, lets in-flight requests finish, then exits with status 0. With several workers,
+one that dies (SIGKILL, out of memory) is replaced, and /ping says 503 until the replacement
+has its model (`serving.supervisor`). Other settings and their environment variables:
+`serving.settings`.
 
 Uvicorn picks its C HTTP parser (httptools) and event loop (uvloop) when they are installed
 (the `serve` extra): they cut the server's own CPU time per request by 40-50 % (measured
@@ -132,17 +134,7 @@ def serve(settings: ServeSettings) -> int:
                    lifespan="on", timeout_graceful_shutdown=None, http="auto", loop="auto")
     try:
         if settings.workers > 1:
-            # Workers are new processes: they rebuild the app from the environment, and
-            # record their loads in a shared directory so /ping waits for all of them.
-            ready_dir = tempfile.mkdtemp(prefix="albert-ner-workers-")
-            try:
-                os.environ[ENV_SETTINGS] = dataclasses.replace(settings, ready_dir=ready_dir).to_json()
-                _log_start(settings, settings.port)
-                uvicorn.run("albert_ner.serving.app:app_from_environ", factory=True,
-                            workers=settings.workers, **options)
-            finally:
-                shutil.rmtree(ready_dir, ignore_errors=True)
-            return 0
+            return _serve_workers(settings, options)
         from albert_ner.serving.app import create_app
 
         config = uvicorn.Config(create_app(settings), **options)
@@ -159,6 +151,33 @@ def serve(settings: ServeSettings) -> int:
         return 0
     finally:
         log("stopped")
+
+
+def _serve_workers(settings: ServeSettings, options: dict) -> int:
+    """--workers N > 1: uvicorn's worker processes under our `Supervisor`, which replaces a
+    dead worker and keeps the shared readiness directory true (`serving.supervisor`)."""
+    import uvicorn
+
+    from albert_ner.serving.readiness import ReadinessBoard
+    from albert_ner.serving.supervisor import Supervisor
+
+    # Workers are new processes: they rebuild the app from the environment, and record
+    # their loads in a shared directory so /ping waits for all of them.
+    ready_dir = tempfile.mkdtemp(prefix="albert-ner-workers-")
+    try:
+        os.environ[ENV_SETTINGS] = dataclasses.replace(settings, ready_dir=ready_dir).to_json()
+        config = uvicorn.Config("albert_ner.serving.app:app_from_environ", factory=True,
+                                workers=settings.workers, **options)
+        try:
+            sock = config.bind_socket()  # as uvicorn.run does, but a port conflict returns 1
+        except SystemExit:
+            log(f"cannot listen on {settings.host}:{settings.port}")
+            return 1
+        _log_start(settings, sock.getsockname()[1])
+        Supervisor(config, [sock], ReadinessBoard(ready_dir, settings.workers)).run()
+        return 0
+    finally:
+        shutil.rmtree(ready_dir, ignore_errors=True)
 
 
 def http_stack() -> str:
