@@ -9,7 +9,9 @@
   albert-ner pretrain  --text-file F [--text-file F ...] --output-dir D [...]
 
 Bad input ends with one `error: ...` line naming the file and line (exit status 2), never a
-traceback; set ALBERT_NER_DEBUG=1 to see the traceback anyway.
+traceback; so does a full disk (naming the path and the bytes needed, exit status 1). Set
+ALBERT_NER_DEBUG=1 to see the traceback anyway. A `train` or `pretrain` stopped by SIGTERM
+writes a checkpoint, logs one line and exits with 143 (`train.interrupt`).
 """
 
 from __future__ import annotations
@@ -384,6 +386,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from albert_ner.data.errors import DataError
+    from albert_ner.durable_io import DiskFullError
+    from albert_ner.train.interrupt import INTERRUPTED_EXIT_STATUS, TrainingInterrupted
 
     verbose = bool(getattr(args, "verbose", False))
     if verbose and _USER_TF_LOG_LEVEL is None:
@@ -397,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DiskFullError as err:  # not bad input, so not 2; the message says what to free
+        if os.environ.get("ALBERT_NER_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted:  # the loop has logged its line (with the checkpoint's path)
+        return INTERRUPTED_EXIT_STATUS
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

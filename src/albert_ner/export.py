@@ -35,6 +35,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from albert_ner.data.schemes import TagSet
+from albert_ner.durable_io import explain_disk_full, fsync_dir, fsync_tree, variable_bytes
 from albert_ner.model.crf import continuation_matrix
 from albert_ner.model_dir import ModelDir
 from albert_ner.text.tokenizer import CharTokenizer
@@ -98,28 +99,52 @@ class NerServingModule(tf.Module):
 
 
 def export_saved_model(tagger, model_dir: ModelDir, tokenizer: CharTokenizer, tagset: TagSet) -> Path:
-    """Writes MODEL_DIR/1 (replacing an older export) and returns its path."""
+    """Writes MODEL_DIR/1 (replacing an older export) and returns its path.
+
+    The SavedModel is written to the sibling `1.tmp/`, fsynced, and only then swapped in, so
+    an older export stays whole until the new one is complete. A full disk raises
+    `DiskFullError` (the path, the bytes needed at least, the space free) and removes `1.tmp/`.
+    """
     max_seq_length = model_dir.load_model_config()["max_seq_length"]
     window = max_seq_length - 2
     stride = max(1, window // 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        table_file = Path(tmp) / CODEPOINT_TABLE
-        tokenizer.write_codepoint_table(table_file)
-        module = NerServingModule(
-            tagger, str(table_file), tagset.tags, tokenizer.vocab.unk_id, window, stride,
-            scheme=tagset.scheme,
-        )
-        target = model_dir.saved_model
-        staging = target.with_name(target.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        tf.saved_model.save(
-            module,
-            str(staging),
-            signatures={"serving_default": module.serve_text, "predict_ids": module.predict_ids},
-        )
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    target = model_dir.saved_model
+    staging = target.with_name(target.name + ".tmp")
+    # At least the variables; the graph adds a few MB on top.
+    needed = variable_bytes(tagger.variables)
+    kept = f"The previous export {target} is unchanged." if target.exists() else ""
+    with explain_disk_full(staging, needed, kept):
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                table_file = Path(tmp) / CODEPOINT_TABLE
+                tokenizer.write_codepoint_table(table_file)
+                module = NerServingModule(
+                    tagger, str(table_file), tagset.tags, tokenizer.vocab.unk_id, window, stride,
+                    scheme=tagset.scheme,
+                )
+                shutil.rmtree(staging, ignore_errors=True)
+                tf.saved_model.save(
+                    module,
+                    str(staging),
+                    signatures={"serving_default": module.serve_text, "predict_ids": module.predict_ids},
+                )
+            fsync_tree(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    _swap_in(staging, target)
     return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """staging → target, the old target out of the way first (renames only, then removed)."""
+    retired = target.with_name(target.name + ".old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    fsync_dir(target.parent)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def export_model_dir(path) -> Path:

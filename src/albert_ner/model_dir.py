@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from albert_ner.data.schemes import TagSet
+from albert_ner.durable_io import npz_bytes, replacing, write_bytes
 from albert_ner.model.config import EncoderConfig
 from albert_ner.text.tokenizer import CharTokenizer
 from albert_ner.text.vocab import Vocab
@@ -32,11 +33,9 @@ SAVED_MODEL_VERSION = "1"
 
 
 def write_json(path: Path, value) -> None:
-    """Writes JSON atomically (a killed process never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Writes JSON atomically and durably: a killed process never leaves half a file, a full
+    disk raises `DiskFullError` and leaves the previous file (see `durable_io.replacing`)."""
+    write_bytes(path, (json.dumps(value, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 class ModelDir:
@@ -108,17 +107,30 @@ class ModelDir:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+def weight_arrays(model) -> dict[str, np.ndarray]:
+    """The arrays `save_weights` writes: every variable by position, and their names."""
+    arrays = {"__names__": np.asarray([v.path for v in model.variables])}
+    arrays.update({f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)})
+    return arrays
+
+
 def save_weights(model, path: Path) -> None:
-    """All model variables (incl. dropout RNG state), by position and name, atomically."""
-    arrays = {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
-    names = np.asarray([v.path for v in model.variables])
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, __names__=names, **arrays)
-    os.replace(tmp, path)
+    """All model variables (incl. dropout RNG state), by position and name, atomically and
+    durably; a full disk raises `DiskFullError` and leaves the previous file."""
+    arrays = weight_arrays(model)
+    with replacing(path, npz_bytes(arrays.values())) as tmp:
+        np.savez(tmp, **arrays)
 
 
-def load_weights(model, path: Path) -> None:
-    """Restores `save_weights` output into a model built with the same config."""
+def read_weights(model, path: Path) -> list[np.ndarray]:
+    """Reads and checks `save_weights` output against a model, assigning nothing.
+
+    Returns:
+      one array per `model.variables` entry, in order, each of the variable's shape.
+    Raises:
+      ValueError: the file holds another number of variables or another shape.
+      OSError, zipfile.BadZipFile, EOFError, KeyError: the file is missing or damaged.
+    """
     with np.load(path) as data:
         names = list(data["__names__"])
         if len(names) != len(model.variables):
@@ -126,11 +138,20 @@ def load_weights(model, path: Path) -> None:
                 f"{path}: holds {len(names)} variables, the model has {len(model.variables)} "
                 "(was it trained with another config?)"
             )
-        for i, var in enumerate(model.variables):
-            value = data[f"{i:04d}"]
-            if tuple(value.shape) != tuple(var.shape):
-                raise ValueError(
-                    f"{path}: variable {names[i]} has shape {value.shape}, "
-                    f"the model expects {tuple(var.shape)}"
-                )
-            var.assign(value)
+        values = [data[f"{i:04d}"] for i in range(len(names))]  # reads (and CRC-checks) all
+    for name, value, var in zip(names, values, model.variables):
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(
+                f"{path}: variable {name} has shape {value.shape}, "
+                f"the model expects {tuple(var.shape)}"
+            )
+    return values
+
+
+def load_weights(model, path: Path) -> None:
+    """Restores `save_weights` output into a model built with the same config.
+
+    The whole file is read and checked first: a bad file changes no variable.
+    """
+    for var, value in zip(model.variables, read_weights(model, path)):
+        var.assign(value)

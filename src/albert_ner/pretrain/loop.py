@@ -13,6 +13,8 @@ a directory that `albert-ner train --init-checkpoint DIR` takes (`checkpoints.na
 
 Resume is exact: the batch order of an epoch is a pure function of (seed, epoch), the masks of
 a sequence of (seed, epoch, index), and a checkpoint holds every model and optimizer variable.
+SIGTERM, checkpoint fallback and full disks are handled as in `train.loop` (`train.interrupt`,
+`train.checkpoint`, `durable_io`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from albert_ner.durable_io import append_jsonl, explain_disk_full, rewrite_jsonl, variable_bytes
 from albert_ner.model_dir import write_json
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
+from albert_ner.train.interrupt import StopSignals
 from albert_ner.train.runtime import (
     check_precision,
     detect_hardware,
@@ -345,7 +349,7 @@ class Pretrainer:
         save_checkpoint(self.checkpoint_dir, self.model, {"main": self.optimizer}, state)
 
     def restore_checkpoint(self) -> dict | None:
-        return restore_checkpoint(self.checkpoint_dir, self.model, {"main": self.optimizer})
+        return restore_checkpoint(self.checkpoint_dir, self.model, {"main": self.optimizer}, log=log)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -363,12 +367,14 @@ class Pretrainer:
         state = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "train_seconds": 0.0,
                  "samples_since_eval": 0, "seconds_since_eval": 0.0, "elapsed_seconds": 0.0,
                  "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+        saved_step = None  # the step of the newest checkpoint on disk
         if args.resume:
             restored = self.restore_checkpoint()
             if restored is None:
                 log(f"resume: no checkpoint in {self.checkpoint_dir}, starting from step 0")
             else:
                 state = restored
+                saved_step = state["step"]
                 log(f"resume: continuing from step {state['step']} ({self.checkpoint_dir})")
                 self._truncate_metrics(state["step"])
         else:
@@ -392,55 +398,59 @@ class Pretrainer:
         step = start_step = state["step"]
         batches, batches_epoch = None, None
         session_start = time.time()
-        while step < state["total_steps"]:
-            epoch, position = divmod(step, self.steps_per_epoch)
-            if batches_epoch != epoch:
-                batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
-                batches_epoch = epoch
-            indices = batches[position]
-            t0 = time.time()
-            loss = float(self._train_step(*self._batch(indices, epoch)))
-            elapsed = time.time() - t0
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step + 1}; try a lower --learning-rate")
-            step += 1
-            state["step"] = step
-            state["loss_sum"] += loss
-            state["loss_count"] += 1
-            state["train_seconds"] += elapsed
-            state["samples_since_eval"] += len(indices)
-            state["seconds_since_eval"] += elapsed
-            if budget is not None:
-                budget.record_step(elapsed)
-                fitted = budget.steps_that_fit(step)
-                if fitted is not None:  # the schedule ends when the time does
-                    total = max(step, min(self.step_cap, fitted))
-                    if not warmup_fixed:
-                        state["warmup_steps"] = int(args.warmup_proportion * total)
-                        warmup_fixed = True
-                    self._fit_schedule(state, total, state["warmup_steps"])
-                if budget.should_stop():
-                    self._fit_schedule(state, step, state["warmup_steps"])
-                state["elapsed_seconds"] = budget.elapsed()
-                if step >= state["total_steps"] and step < self.step_cap:
-                    log(f"time budget of {args.max_minutes:g} minutes reached at step {step} "
-                        f"({budget.elapsed() / 60:.1f} min used); evaluating and writing the encoder")
-            last = step >= state["total_steps"]
-            if step % args.log_every == 0 or last:
-                rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
-                per_step = (time.time() - session_start) / max(step - start_step, 1)
-                log(
-                    f"step {step}/{state['total_steps']} ({100 * step / state['total_steps']:.0f}%) "
-                    f"epoch {step / self.steps_per_epoch:.2f} "
-                    f"mlm loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
-                    f"{rate:.1f} samples/s ETA {format_eta(per_step * (state['total_steps'] - step))}"
-                )
-            if step % args.eval_every == 0 or last:
-                eval_seconds = self._evaluate_and_record(state)
+        with StopSignals() as stop:  # SIGTERM: finish the step, checkpoint it, stop
+            while step < state["total_steps"]:
+                epoch, position = divmod(step, self.steps_per_epoch)
+                if batches_epoch != epoch:
+                    batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
+                    batches_epoch = epoch
+                indices = batches[position]
+                t0 = time.time()
+                loss = float(self._train_step(*self._batch(indices, epoch)))
+                elapsed = time.time() - t0
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step + 1}; try a lower --learning-rate")
+                step += 1
+                state["step"] = step
+                state["loss_sum"] += loss
+                state["loss_count"] += 1
+                state["train_seconds"] += elapsed
+                state["samples_since_eval"] += len(indices)
+                state["seconds_since_eval"] += elapsed
                 if budget is not None:
-                    budget.record_eval(eval_seconds)
-            if step % checkpoint_every == 0 or last:
-                self.save_checkpoint(state)
+                    budget.record_step(elapsed)
+                    fitted = budget.steps_that_fit(step)
+                    if fitted is not None:  # the schedule ends when the time does
+                        total = max(step, min(self.step_cap, fitted))
+                        if not warmup_fixed:
+                            state["warmup_steps"] = int(args.warmup_proportion * total)
+                            warmup_fixed = True
+                        self._fit_schedule(state, total, state["warmup_steps"])
+                    if budget.should_stop():
+                        self._fit_schedule(state, step, state["warmup_steps"])
+                    state["elapsed_seconds"] = budget.elapsed()
+                    if step >= state["total_steps"] and step < self.step_cap:
+                        log(f"time budget of {args.max_minutes:g} minutes reached at step {step} "
+                            f"({budget.elapsed() / 60:.1f} min used); evaluating and writing the encoder")
+                last = step >= state["total_steps"]
+                if step % args.log_every == 0 or last:
+                    rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
+                    per_step = (time.time() - session_start) / max(step - start_step, 1)
+                    log(
+                        f"step {step}/{state['total_steps']} ({100 * step / state['total_steps']:.0f}%) "
+                        f"epoch {step / self.steps_per_epoch:.2f} "
+                        f"mlm loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
+                        f"{rate:.1f} samples/s ETA {format_eta(per_step * (state['total_steps'] - step))}"
+                    )
+                if step % args.eval_every == 0 or last:
+                    eval_seconds = self._evaluate_and_record(state)
+                    if budget is not None:
+                        budget.record_eval(eval_seconds)
+                if step % checkpoint_every == 0 or last:
+                    self.save_checkpoint(state)
+                    saved_step = step
+                if stop.received:
+                    stop.interrupt(step, self.checkpoint_dir, lambda: self.save_checkpoint(state), saved_step, log)
         return self._finish(state)
 
     def _fit_schedule(self, state: dict, total: int, warmup: int) -> None:
@@ -470,8 +480,7 @@ class Pretrainer:
             if key in record:
                 log(f"{key} = {record[key]:.6g}")
         log(f"global_step = {step}")
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        append_jsonl(self.metrics_path, record)
         return eval_seconds
 
     def read_metrics(self) -> list[dict]:
@@ -481,10 +490,7 @@ class Pretrainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drops metrics lines written after the checkpoint a resumed run restarts from."""
-        records = [r for r in self.read_metrics() if r["step"] <= step]
-        with open(self.metrics_path, "w", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        rewrite_jsonl(self.metrics_path, [r for r in self.read_metrics() if r["step"] <= step])
 
     def _write_run_files(self) -> None:
         args = dataclasses.asdict(self.args)
@@ -499,8 +505,12 @@ class Pretrainer:
         records = self.read_metrics()
         final = dict(records[-1] if records else {}, steps=state["step"])
         write_json(self.output_dir / "final_metrics.json", final)
-        write_encoder_dir(self.output_dir, self.model.encoder, self.vocab, mlm_head=self.model.mlm,
-                          bigrams=self.model.bigrams, lstm=self.model.lstm)
+        # write_encoder_dir replaces each file with a rename, so a full disk leaves the earlier
+        # files; the estimate is the model's variables (what encoder_weights.npz holds, at most).
+        with explain_disk_full(self.output_dir, variable_bytes(self.model.variables),
+                               "Files written there before are unchanged."):
+            write_encoder_dir(self.output_dir, self.model.encoder, self.vocab, mlm_head=self.model.mlm,
+                              bigrams=self.model.bigrams, lstm=self.model.lstm)
         log(f"wrote the pretrained encoder to {self.output_dir} "
             f"(use it with: albert-ner train --init-checkpoint {self.output_dir} ...)")
         log(f"done: {state['step']} steps in {format_eta(state['train_seconds'])} of training")

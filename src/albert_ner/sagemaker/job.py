@@ -4,7 +4,9 @@
 run from the /opt/ml tree, sets TF_CONFIG on multi-node jobs, trains (resuming from
 /opt/ml/checkpoints when a spot restart left a checkpoint there), copies metrics and the log to
 /opt/ml/output/data, and on ANY failure writes a one-line reason to /opt/ml/output/failure and
-returns non-zero.
+returns non-zero. SIGTERM (a spot interruption, StopTrainingJob) makes the loop write a
+checkpoint of its current step and stop (`train.interrupt`): that line goes to output/failure
+too, and the status is 143, as for a process the signal ended.
 
 A pretraining job (hyperparameter `task=pretrain`, or a `pretraining` channel) takes the same
 route to `pretrain_job()`: masked-LM pretraining, the encoder directory in /opt/ml/model.
@@ -55,9 +57,11 @@ class _Tee:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    """Copies durably; a full disk is a `DiskFullError` and leaves the previous copy."""
+    from albert_ner.durable_io import replacing
+
+    with replacing(target, source.stat().st_size) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _make_trainer(args, strategy=None):
@@ -165,18 +169,30 @@ def train_job(job: JobEnvironment, environ=None) -> dict:
     return final if job.is_chief else {}
 
 
+def _own_errors() -> tuple:
+    """Errors whose message is written for the user: no type prefix, no traceback."""
+    from albert_ner.data.errors import DataError
+    from albert_ner.durable_io import DiskFullError
+    from albert_ner.train.checkpoint import NoUsableCheckpoint
+    from albert_ner.train.interrupt import TrainingInterrupted
+
+    return (ContractError, DataError, DiskFullError, NoUsableCheckpoint, TrainingInterrupted)
+
+
 def failure_reason(err: BaseException) -> str:
     """One line for output/failure: our own errors as they are, others with their type."""
-    from albert_ner.data.errors import DataError
-
     text = " ".join(str(err).split())
-    if not isinstance(err, (ContractError, DataError)) or not text:
+    if not isinstance(err, _own_errors()) or not text:
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text[:1000]  # SageMaker shows the first 1024 characters
 
 
 def run_job(environ=None, cli_hyperparameters: dict | None = None) -> int:
-    """The whole job on this host: 0 on success; on any failure writes output/failure, 1."""
+    """The whole job on this host: 0 on success; on any failure writes output/failure, 1.
+
+    Stopped by SIGTERM in the loop: the checkpoint is written, the loop's line goes to
+    output/failure (as a stop's reason, shown only if the platform calls it a failure), 143.
+    """
     env = os.environ if environ is None else environ
     env_paths = JobPaths.from_environ(env)
     stdout = sys.stdout
@@ -188,16 +204,18 @@ def run_job(environ=None, cli_hyperparameters: dict | None = None) -> int:
         train_job(job, env)
         return 0
     except BaseException as err:  # noqa: BLE001 - the platform must learn about every failure
-        from albert_ner.data.errors import DataError
+        from albert_ner.train.interrupt import INTERRUPTED_EXIT_STATUS, TrainingInterrupted
 
         reason = failure_reason(err)
-        if not isinstance(err, (ContractError, DataError, KeyboardInterrupt)):
+        if not isinstance(err, (*_own_errors(), KeyboardInterrupt)):
             traceback.print_exc()  # unexpected: the full story goes to the job log
         try:
             env_paths.output.mkdir(parents=True, exist_ok=True)
             env_paths.failure.write_text(reason + "\n", encoding="utf-8")
         except OSError as write_err:
             print(f"error: could not write {env_paths.failure}: {write_err}", file=sys.stderr)
+        if isinstance(err, TrainingInterrupted):  # not an error; the loop has logged the line
+            return INTERRUPTED_EXIT_STATUS
         print(f"error: {reason}", file=sys.stderr, flush=True)
         return 130 if isinstance(err, KeyboardInterrupt) else 1
     finally:

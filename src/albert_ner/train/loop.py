@@ -7,23 +7,30 @@ and the notebooks call. It turns a training file (and a dev file) into a model d
 Resume is exact: a checkpoint holds every model variable (including the dropout RNG state),
 both optimizers' slots and step counters, and the data position (epoch, batch) — the batch
 order of an epoch is a pure function of (seed, epoch), so nothing else needs saving.
+
+SIGTERM (a spot interruption, StopTrainingJob) ends the run after the current step with a
+checkpoint of that step (`train.interrupt`); checkpoints keep the previous one as a fallback
+(`train.checkpoint`); every file is written atomically, and a full disk is one clear error
+(`durable_io`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from albert_ner.data.readers import read_corpus
 from albert_ner.checkpoints.starting_point import load_pretrained_and_vocab, resolve_encoder_config
 from albert_ner.data.schemes import TagSet
+from albert_ner.durable_io import append_jsonl, replacing, rewrite_jsonl
 from albert_ner.model_dir import ModelDir, load_weights, save_weights, write_json
 from albert_ner.train.checkpoint import restore_checkpoint, save_checkpoint
+from albert_ner.train.interrupt import StopSignals
 from albert_ner.train.recipe import describe as describe_recipe
 from albert_ner.train.recipe import NO_LEXICON, fill_defaults, missing_lexicon_note
 from albert_ner.train.runtime import (
@@ -480,7 +487,25 @@ class Trainer:
         save_checkpoint(self.checkpoint_dir, self.model, self._optimizers(), state)
 
     def restore_checkpoint(self) -> dict | None:
-        return restore_checkpoint(self.checkpoint_dir, self.model, self._optimizers())
+        return restore_checkpoint(self.checkpoint_dir, self.model, self._optimizers(), log=log)
+
+    def _checkpoint(self, state: dict, session_start: float) -> None:
+        """Records the run's time and schedule length in `state`, then saves a checkpoint."""
+        state["wall_seconds"] = time.monotonic() - session_start
+        state["total_steps"] = self.total_steps  # where a fitted schedule ends
+        self.save_checkpoint(state)
+
+    def _interrupt(self, stop: StopSignals, state: dict, session_start: float, saved_step: int | None) -> NoReturn:
+        """After a stop signal: a checkpoint of this very step, one log line, TrainingInterrupted."""
+        import tensorflow as tf
+
+        save = lambda: self._checkpoint(state, session_start)  # noqa: E731
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # The hosts may get the signal at different steps, and agreeing on one would need a
+            # collective in the step. Each keeps its last scheduled checkpoint instead: those
+            # are written at the same steps on every host, so they resume together.
+            save = None
+        stop.interrupt(state["step"], self.checkpoint_dir, save, saved_step, log)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -499,12 +524,14 @@ class Trainer:
         state = {"step": 0, "best_f1": -1.0, "best_step": None, "loss_sum": 0.0, "loss_count": 0,
                  "train_seconds": 0.0, "samples_since_eval": 0, "seconds_since_eval": 0.0,
                  "wall_seconds": 0.0, "total_steps": self.total_steps, "warmup_steps": None}
+        saved_step = None  # the step of the newest checkpoint on disk
         if args.resume:
             restored = self.restore_checkpoint()
             if restored is None:
                 log(f"resume: no checkpoint in {self.checkpoint_dir}, starting from step 0")
             else:
                 state = {**state, **restored}
+                saved_step = state["step"]
                 log(f"resume: continuing from step {state['step']} ({self.checkpoint_dir})")
                 self._truncate_metrics(state["step"])
                 if args.max_minutes and state["warmup_steps"] is not None:
@@ -529,60 +556,63 @@ class Trainer:
         batches, batches_epoch = None, None
         started = time.time()
         stopped_by_budget = False
-        while step < self.total_steps:
-            if budget is not None and budget.should_stop():
-                stopped_by_budget = True
-                log(f"time budget: {budget.elapsed() / 60:.1f} of {args.max_minutes:g} min used, "
-                    f"stopping at step {step}")
-                break
-            epoch, position = divmod(step, self.steps_per_epoch)
-            if batches_epoch != epoch:
-                batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
-                batches_epoch = epoch
-            t0 = time.time()
-            loss = self._run_step(batches[position])
-            elapsed = time.time() - t0
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step + 1}; try a lower --learning-rate")
-            step += 1
-            state["step"] = step
-            state["loss_sum"] += loss
-            state["loss_count"] += 1
-            state["train_seconds"] += elapsed
-            state["samples_since_eval"] += len(batches[position])
-            state["seconds_since_eval"] += elapsed
-            if budget is not None:
-                budget.record_step(elapsed)
-                self._fit_schedule(budget, state)
-            if step % args.log_every == 0 or step == self.total_steps:
-                rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
-                per_step = (time.time() - started) / max(step - start_step, 1)
-                eta = budget.remaining() if budget is not None else per_step * (self.total_steps - step)
-                log(
-                    f"step {step}/{'≈' if budget is not None else ''}{self.total_steps} "
-                    f"({100 * step / self.total_steps:.0f}%) "
-                    f"epoch {step / self.steps_per_epoch:.2f} "
-                    f"loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
-                    f"{rate:.1f} samples/s ETA {format_eta(eta)}"
-                )
-            if step % args.eval_every == 0 or step == self.total_steps:
+        with StopSignals() as stop:  # SIGTERM: finish the step, checkpoint it, stop
+            while step < self.total_steps:
+                if budget is not None and budget.should_stop():
+                    stopped_by_budget = True
+                    log(f"time budget: {budget.elapsed() / 60:.1f} of {args.max_minutes:g} min used, "
+                        f"stopping at step {step}")
+                    break
+                epoch, position = divmod(step, self.steps_per_epoch)
+                if batches_epoch != epoch:
+                    batches = epoch_batches(self.lengths, args.batch_size, args.seed, epoch)
+                    batches_epoch = epoch
                 t0 = time.time()
-                self._evaluate_and_record(state)
+                loss = self._run_step(batches[position])
+                elapsed = time.time() - t0
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step + 1}; try a lower --learning-rate")
+                step += 1
+                state["step"] = step
+                state["loss_sum"] += loss
+                state["loss_count"] += 1
+                state["train_seconds"] += elapsed
+                state["samples_since_eval"] += len(batches[position])
+                state["seconds_since_eval"] += elapsed
                 if budget is not None:
-                    budget.record_eval(time.time() - t0)
-            if step % checkpoint_every == 0 or step == self.total_steps:
-                state["wall_seconds"] = time.monotonic() - session_start
-                state["total_steps"] = self.total_steps
-                self.save_checkpoint(state)
-        if stopped_by_budget and (state["loss_count"] or state["best_step"] is None):
-            # Steps since the last evaluation: evaluate them so the best model can be theirs
-            # (and a budget that ran out before any evaluation still leaves a model).
-            if state["step"] == 0:
-                log("warning: the time budget ran out before the first step; the model is untrained")
-            self._evaluate_and_record(state)
-            state["wall_seconds"] = time.monotonic() - session_start
-            state["total_steps"] = self.total_steps  # where the fitted schedule ended
-            self.save_checkpoint(state)
+                    budget.record_step(elapsed)
+                    self._fit_schedule(budget, state)
+                if step % args.log_every == 0 or step == self.total_steps:
+                    rate = state["samples_since_eval"] / max(state["seconds_since_eval"], 1e-9)
+                    per_step = (time.time() - started) / max(step - start_step, 1)
+                    eta = budget.remaining() if budget is not None else per_step * (self.total_steps - step)
+                    log(
+                        f"step {step}/{'≈' if budget is not None else ''}{self.total_steps} "
+                        f"({100 * step / self.total_steps:.0f}%) "
+                        f"epoch {step / self.steps_per_epoch:.2f} "
+                        f"loss {state['loss_sum'] / max(state['loss_count'], 1):.4f} "
+                        f"{rate:.1f} samples/s ETA {format_eta(eta)}"
+                    )
+                if step % args.eval_every == 0 or step == self.total_steps:
+                    t0 = time.time()
+                    self._evaluate_and_record(state)
+                    if budget is not None:
+                        budget.record_eval(time.time() - t0)
+                if step % checkpoint_every == 0 or step == self.total_steps:
+                    self._checkpoint(state, session_start)
+                    saved_step = step
+                if stop.received:
+                    self._interrupt(stop, state, session_start, saved_step)
+            if stopped_by_budget and (state["loss_count"] or state["best_step"] is None):
+                # Steps since the last evaluation: evaluate them so the best model can be theirs
+                # (and a budget that ran out before any evaluation still leaves a model).
+                if state["step"] == 0:
+                    log("warning: the time budget ran out before the first step; the model is untrained")
+                self._evaluate_and_record(state)
+                self._checkpoint(state, session_start)
+                saved_step = state["step"]
+            if stop.received:  # after the last step: its checkpoint is written, stop before the export
+                self._interrupt(stop, state, session_start, saved_step)
         return self._finish(state)
 
     def _evaluate_and_record(self, state: dict) -> None:
@@ -615,8 +645,7 @@ class Trainer:
 
         f1 = record.get("entity_f1", -record["loss"])
         if self.is_chief:
-            with open(self.model_dir.metrics, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            append_jsonl(self.model_dir.metrics, record)
             if state["best_step"] is None or f1 > state["best_f1"]:
                 state["best_f1"], state["best_step"] = f1, step
                 save_weights(self.model, self.model_dir.weights)
@@ -627,13 +656,13 @@ class Trainer:
         """Drops metrics lines written after the checkpoint a resumed run restarts from."""
         records = [r for r in self.model_dir.read_metrics() if r["step"] <= step]
         if self.is_chief:
-            with open(self.model_dir.metrics, "w", encoding="utf-8") as fh:
-                for r in records:
-                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            rewrite_jsonl(self.model_dir.metrics, records)
 
     def _write_run_files(self) -> None:
         md = self.model_dir
-        self.tokenizer.vocab.save(md.vocab)
+        vocab = self.tokenizer.vocab
+        with replacing(md.vocab, sum(len(t.encode("utf-8")) + 1 for t in vocab.tokens)) as tmp:
+            vocab.save(tmp)
         write_json(md.labels, self.tagset.to_json())
         write_json(md.config, {
             "encoder": self.encoder_config.to_dict(),
