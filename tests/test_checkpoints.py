@@ -10,11 +10,9 @@ the downloader is tested against a 127.0.0.1 server this file starts.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
-import threading
 import zipfile
 from pathlib import Path
 
@@ -25,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import checkpoint_factory as factory  # noqa: E402  (tests/ is on sys.path under pytest)
+from payload_server import PayloadServer  # noqa: E402
 
 from albert_ner.checkpoints import (  # noqa: E402
     CheckpointError,
@@ -477,47 +476,6 @@ def test_cli_reports_a_wrong_forced_layout(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- downloader
-class _Server:
-    """A 127.0.0.1 HTTP server for one payload, with Range support and an optional cut."""
-
-    def __init__(self, payload: bytes, cut_first: bool = False, honour_range: bool = True):
-        self.payload, self.cut_first, self.honour_range = payload, cut_first, honour_range
-        self.requests: list[str | None] = []  # the Range header of each request
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                server.requests.append(rng)
-                data, start = server.payload, 0
-                if rng and server.honour_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut_first and len(server.requests) == 1:
-                    self.wfile.write(body[: len(body) // 2])  # then drop the connection
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/model.zip"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _zip_of(directory: Path, top: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
@@ -533,7 +491,7 @@ def served_model(tmp_path):
     servers = []
 
     def start(**kwargs):
-        servers.append(_Server(payload, **kwargs))
+        servers.append(PayloadServer(payload, **kwargs))
         return servers[-1], payload
 
     yield start

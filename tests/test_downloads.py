@@ -6,14 +6,13 @@ is refused. Offline: archives come from a 127.0.0.1 server this file starts.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 import zipfile
 
 import pytest
+from payload_server import PayloadServer
 
 from albert_ner.checkpoints import download
 from albert_ner.checkpoints.download import CheckpointError, KnownModel, digest_record, fetch_model
@@ -31,37 +30,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Server:
-    """Serves `payload` (replaceable between requests) at /model.zip; counts the requests."""
-
-    def __init__(self, payload: bytes):
-        self.payload = payload
-        self.requests = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(server.payload)))
-                self.end_headers()
-                self.wfile.write(server.payload)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/model.zip"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    started = _Server(_zip("first"))
+    started = PayloadServer(_zip("first"))
     yield started
     started.close()
 
@@ -80,7 +51,7 @@ def test_first_download_records_its_digest(tmp_path, server):
     (cache / "model.zip").unlink()
     _clear_unpacked(target)
     fetch_model("tiny", cache_dir=cache, registry=registry)
-    assert server.requests == 2
+    assert len(server.requests) == 2
 
 
 def test_a_changed_file_is_refused_on_the_next_download(tmp_path, server):
@@ -119,7 +90,7 @@ def test_an_archive_put_in_the_cache_by_hand_is_checked_against_the_record(tmp_p
     (cache / "model.zip").write_bytes(_zip("some other file"))
     with pytest.raises(CheckpointError, match=r"model\.zip has sha256 [0-9a-f]{64} but [0-9a-f]{64} was expected"):
         fetch_model("tiny", cache_dir=cache, registry=registry)
-    assert server.requests == 1
+    assert len(server.requests) == 1
 
 
 def test_a_published_digest_mismatch_is_refused(tmp_path, server):
