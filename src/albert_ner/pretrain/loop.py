@@ -35,13 +35,11 @@ from albert_ner.train.runtime import (
     check_precision,
     detect_hardware,
     format_eta,
-    loss_scale,
     normalize_determinism,
     resolve_determinism,
     resolve_precision,
     restore_policy,
     set_precision,
-    unscale,
 )
 
 DEFAULT_LR_SCRATCH = 1e-3  # as `train` from random init
@@ -294,28 +292,42 @@ class Pretrainer:
 
         model, optimizer = self.model, self.optimizer
         variables = model.trainable_variables
-        # fp16 needs loss scaling so small gradients survive; bf16 has fp32's exponent range.
-        scale = loss_scale(self.precision)
+        # fp16 needs loss scaling so small gradients survive (train.loss_scale, as `train`'s);
+        # bf16 has fp32's exponent range: fp32 and bf16 steps are built without any of it.
+        self.loss_scale = None
+        if self.precision == "fp16":
+            from albert_ner.train.loss_scale import DynamicLossScale
+
+            self.loss_scale = DynamicLossScale()
+        loss_scale = self.loss_scale
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.float32)]
 
+        def apply_gradients(grads):
+            optimizer.apply_gradients(zip(grads, variables))
+
         @tf.function(input_signature=spec)
         def train_step(input_ids, positions, labels, weights):
+            """The batch's mean MLM loss; fp16: (loss, whether the gradients were applied)."""
             with tf.GradientTape() as tape:
                 loss_sum, correct, count = model.masked_lm_sums(input_ids, positions, labels, weights, training=True)
                 loss = loss_sum / tf.maximum(count, 1.0)  # mean over the batch's predictions
-                scaled = loss * scale
-            grads = tape.gradient(scaled, variables)
-            if scale != 1.0:
-                grads = [unscale(g, scale) for g in grads]
-            optimizer.apply_gradients(zip(grads, variables))
-            return loss
+                target = loss if loss_scale is None else loss_scale.scale_loss(loss)
+            grads = tape.gradient(target, variables)
+            if loss_scale is None:
+                apply_gradients(grads)
+                return loss
+            return loss, loss_scale.apply_if_finite(grads, apply_gradients)
 
         @tf.function(input_signature=spec)
         def eval_step(input_ids, positions, labels, weights):
             return model.masked_lm_sums(input_ids, positions, labels, weights, training=False)
 
         self._train_step, self._eval_step = train_step, eval_step
+        if loss_scale is not None:  # the loop takes the loss alone; skipped steps are logged
+            from albert_ner.train.loss_scale import reporting_skips
+
+            self._train_step = reporting_skips(train_step, loss_scale, log)
 
     def _batch(self, indices, epoch):
         from albert_ner.pretrain.masking import masked_batch
@@ -345,11 +357,19 @@ class Pretrainer:
                 "mlm_predictions": int(count)}
 
     # ------------------------------------------------------------------ checkpoints
+    def _optimizers(self) -> dict:
+        """The training state a checkpoint saves besides the model, by name (each with a
+        `.variables` list): the optimizer and, in fp16 runs only, the loss scale."""
+        optimizers = {"main": self.optimizer}
+        if self.loss_scale is not None:
+            optimizers["loss_scale"] = self.loss_scale
+        return optimizers
+
     def save_checkpoint(self, state: dict) -> None:
-        save_checkpoint(self.checkpoint_dir, self.model, {"main": self.optimizer}, state)
+        save_checkpoint(self.checkpoint_dir, self.model, self._optimizers(), state)
 
     def restore_checkpoint(self) -> dict | None:
-        return restore_checkpoint(self.checkpoint_dir, self.model, {"main": self.optimizer}, log=log)
+        return restore_checkpoint(self.checkpoint_dir, self.model, self._optimizers(), log=log)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:

@@ -37,13 +37,11 @@ from albert_ner.train.runtime import (
     check_precision,
     detect_hardware,
     format_eta,
-    loss_scale,
     normalize_determinism,
     resolve_determinism,
     resolve_precision,
     restore_policy,
     set_precision,
-    unscale,
 )
 
 
@@ -377,22 +375,36 @@ class Trainer:
         import tensorflow as tf
 
         model, strategy = self.model, self.strategy
-        # fp16 needs loss scaling so small gradients survive; bf16 has fp32's exponent range.
-        scale = loss_scale(self.precision)
+        # fp16 needs loss scaling so small gradients survive (train.loss_scale: its state is
+        # mirrored on every replica, like the optimizers'). bf16 has fp32's exponent range:
+        # fp32 and bf16 steps are built without any of it.
+        self.loss_scale = None
+        if self.precision == "fp16":
+            from albert_ner.train.loss_scale import DynamicLossScale
 
-        def step_fn(input_ids, tag_ids, global_batch):
-            with tf.GradientTape() as tape:
-                losses = model.sentence_losses(input_ids, tag_ids, training=True)
-                loss = tf.reduce_sum(losses) / tf.cast(global_batch, tf.float32)
-                scaled = loss * scale
-            grads = tape.gradient(scaled, self.main_vars + self.crf_vars)
-            if scale != 1.0:
-                grads = [unscale(g, scale) for g in grads]
+            with strategy.scope():
+                self.loss_scale = DynamicLossScale()
+        loss_scale = self.loss_scale
+
+        def apply_gradients(grads):
             n = len(self.main_vars)
             self.optimizer.apply_gradients(zip(grads[:n], self.main_vars))
             if self.crf_optimizer is not None:
                 self.crf_optimizer.apply_gradients(zip(grads[n:], self.crf_vars))
-            return loss
+
+        def step_fn(input_ids, tag_ids, global_batch):
+            """The batch's mean loss; fp16: (loss, whether the gradients were applied)."""
+            with tf.GradientTape() as tape:
+                losses = model.sentence_losses(input_ids, tag_ids, training=True)
+                loss = tf.reduce_sum(losses) / tf.cast(global_batch, tf.float32)
+                target = loss if loss_scale is None else loss_scale.scale_loss(loss)
+            grads = tape.gradient(target, self.main_vars + self.crf_vars)
+            if loss_scale is None:
+                apply_gradients(grads)
+                return loss
+            # One scale and one finiteness check for both optimizers, which the same scaled
+            # loss feeds: an overflow in either's gradients skips the step for both.
+            return loss, loss_scale.apply_if_finite(grads, apply_gradients)
 
         spec = [
             tf.TensorSpec([None, None], tf.int32),
@@ -414,10 +426,18 @@ class Trainer:
             # collectives in different orders.
             @tf.function(input_signature=spec)
             def distributed_step(input_ids, tag_ids, global_batch):
-                losses = strategy.run(replica_fn, args=(input_ids, tag_ids, global_batch))
-                return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+                results = strategy.run(replica_fn, args=(input_ids, tag_ids, global_batch))
+                if loss_scale is None:
+                    return strategy.reduce(tf.distribute.ReduceOp.SUM, results, axis=None)
+                losses, applied = results  # every replica took the same decision
+                return (strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None),
+                        strategy.experimental_local_results(applied)[0])
 
             self._train_step = distributed_step
+        if loss_scale is not None:  # the loop takes the loss alone; skipped steps are logged
+            from albert_ner.train.loss_scale import reporting_skips
+
+            self._train_step = reporting_skips(self._train_step, loss_scale, log)
 
         self._predict = tf.function(
             lambda ids, lengths: model.predict_tags(ids, lengths, self.window, self.stride),
@@ -463,7 +483,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _schedules(self) -> list:
-        return [opt.schedule for opt in self._optimizers().values()]
+        return [opt.schedule for opt in (self.optimizer, self.crf_optimizer) if opt is not None]
 
     def _fit_schedule(self, budget, state: dict) -> None:
         """Re-fits the learning-rate schedules so that they end when the time budget does."""
@@ -478,9 +498,13 @@ class Trainer:
             schedule.fit(state["warmup_steps"], total)
 
     def _optimizers(self) -> dict:
+        """The training state a checkpoint saves besides the model, by name (each with a
+        `.variables` list): the optimizers and, in fp16 runs only, the loss scale."""
         optimizers = {"main": self.optimizer}
         if self.crf_optimizer is not None:
             optimizers["crf"] = self.crf_optimizer
+        if self.loss_scale is not None:
+            optimizers["loss_scale"] = self.loss_scale
         return optimizers
 
     def save_checkpoint(self, state: dict) -> None:

@@ -7,7 +7,8 @@ entrypoints and notebooks, which end in the same loops):
   resolve_precision()      `--precision auto|fp32|bf16|fp16` → the precision to use, and why;
   resolve_determinism()    `--deterministic auto|on|off` → whether to enable op determinism, and why;
   set_precision()          installs the Keras mixed-precision policy (returns the previous one);
-  loss_scale(), unscale()  the static loss scaling fp16 needs;
+  unscale()                gradient / loss scale, for the dynamic loss scaling of fp16 runs
+                           (train.loss_scale; its starting scale and growth interval are here);
   format_eta()             H:MM:SS for progress lines.
 
 The hardware is described by a plain `Hardware` value, so every decision can be tested with
@@ -36,9 +37,21 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_MIN_CAPABILITY = (8, 0)
 FP16_MIN_CAPABILITY = (7, 0)
 
-# fp16's narrow exponent range loses small gradients: the loss is multiplied by this before
-# differentiation and the gradients divided by it afterwards (bf16 has fp32's range).
-FP16_LOSS_SCALE = 1024.0
+# fp16's narrow exponent range loses small gradients: the loss is multiplied by a scale before
+# differentiation and the gradients divided by it afterwards (bf16 has fp32's range). The
+# scale is dynamic (train.loss_scale): halved on every step whose gradients overflow (the step
+# is skipped), doubled after FP16_LOSS_SCALE_GROWTH_STEPS finite steps in a row. The values
+# are Keras' LossScaleOptimizer defaults (PyTorch's GradScaler: 2**16 and 2000), and they suit
+# this project's runs:
+#   * 2**15 to start: a scale too high costs one skipped step per halving (2**15 down to 2**10
+#     is 5 steps), and those fall in the learning-rate warm-up, where steps are small anyway;
+#     a scale too low would flush small gradients to zero for 2000 steps per doubling.
+#   * 2000 finite steps before trying a double: an attempt that overflows costs one skipped
+#     step, so at most 1 step in 2000 (0.05 %) is lost to probing; a run of 3 MSRA epochs at
+#     batch 32 (about 4,400 steps) tries twice, enough to win back a halving caused by one
+#     unlucky batch.
+FP16_INITIAL_LOSS_SCALE = 2.0**15
+FP16_LOSS_SCALE_GROWTH_STEPS = 2000
 
 # Why the CPU flags decide: ALBERT-tiny + CRF trains 1.47x faster in mixed bf16 on this
 # project's AMD EPYC with AVX512-BF16 (BENCHMARKS.md), while issue 9 reports the same step
@@ -235,7 +248,8 @@ def _gpu_precision(hardware: Hardware) -> Choice:
                               "has bf16 tensor cores")
     if capability >= FP16_MIN_CAPABILITY:
         return Choice("fp16", f"auto: GPU compute capability {shown} (7.x) has fp16 tensor cores "
-                              f"but no bf16; fp16 with a static loss scale of {FP16_LOSS_SCALE:g}")
+                              f"but no bf16; fp16 with dynamic loss scaling (from {FP16_INITIAL_LOSS_SCALE:g}, "
+                              "overflowing steps skipped)")
     return Choice("fp32", f"auto: GPU compute capability {shown} (< 7.0) has no tensor cores; "
                           "mixed precision would not be faster")
 
@@ -308,13 +322,9 @@ def restore_policy(name: str) -> None:
     keras.mixed_precision.set_global_policy(name)
 
 
-def loss_scale(precision: str) -> float:
-    """The static loss scale a precision needs (1.0: none)."""
-    return FP16_LOSS_SCALE if precision == "fp16" else 1.0
-
-
-def unscale(grad, scale: float):
-    """grad / scale; embedding gradients arrive as IndexedSlices, which `/` does not take."""
+def unscale(grad, scale):
+    """grad / scale (a number or a scalar tensor); embedding gradients arrive as IndexedSlices,
+    which `/` does not take."""
     import tensorflow as tf
 
     if isinstance(grad, tf.IndexedSlices):
