@@ -188,13 +188,40 @@ def detect_gpus() -> tuple[GPU, ...]:
 
 
 def detect_hardware(cpuinfo_path: str = "/proc/cpuinfo") -> Hardware:
-    """This machine: TensorFlow's GPUs and the CPU flags (unknown off Linux)."""
+    """This machine: TensorFlow's GPUs and the CPU flags (unknown off Linux).
+
+    The flags are those oneDNN may use: with ONEDNN_MAX_CPU_ISA capping it below the bf16
+    instructions, they are left out (see `flags_within_onednn_cap`).
+    """
     text = _read_cpuinfo(cpuinfo_path)
+    flags = cpu_flags_from_cpuinfo(text) if text is not None else None
     return Hardware(
         gpus=detect_gpus(),
-        cpu_flags=cpu_flags_from_cpuinfo(text) if text is not None else None,
+        cpu_flags=flags_within_onednn_cap(flags, os.environ.get("ONEDNN_MAX_CPU_ISA")),
         cpu_name=cpu_name_from_cpuinfo(text) if text is not None else None,
     )
+
+
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) that stop below AVX512-BF16. With one of them set,
+# TensorFlow's oneDNN kernels may not use the bf16 instructions the CPU reports: choosing
+# bf16 then emulates it (slow) or, for some kernels in TF 2.21, crashes (seen: a
+# segmentation fault in the first Dense matmul of a bf16 model under ONEDNN_MAX_CPU_ISA=AVX2).
+# The cap is also how this project rehearses a machine without AVX-512 on one that has it.
+ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def flags_within_onednn_cap(flags: frozenset[str] | None, max_isa: str | None) -> frozenset[str] | None:
+    """`flags` less the AVX-512/AMX ones oneDNN may not use under ONEDNN_MAX_CPU_ISA=`max_isa`."""
+    if flags is None or not max_isa:
+        return flags
+    isa = max_isa.strip().upper()
+    if isa not in ONEDNN_ISAS_WITHOUT_BF16:
+        return flags
+    if isa.startswith("AVX512"):  # AVX-512 itself stays; only its bf16 extension is capped
+        return frozenset(f for f in flags if f not in CPU_BF16_FLAGS and not f.startswith("amx"))
+    return frozenset(f for f in flags if not f.startswith(("avx512", "amx")))
 
 
 # ---------------------------------------------------------------------------- decisions
