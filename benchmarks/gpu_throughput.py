@@ -10,7 +10,7 @@ first GPU, as the article's one K80), in four settings:
 
   fp32            float32 everywhere;
   fp32 + XLA      the step compiled with `jit_compile=True`;
-  mixed           bf16 on compute capability >= 8.0, fp16 (static loss scale) on 7.x; skipped
+  mixed           bf16 on compute capability >= 8.0, fp16 (dynamic loss scale) on 7.x; skipped
                   below 7.0, where there are no tensor cores (train.runtime.resolve_precision);
   mixed + XLA     both.
 

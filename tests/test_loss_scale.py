@@ -331,3 +331,35 @@ def test_fp16_pretraining_skips_overflowing_steps_and_ends_finite(synthetic_data
     assert all_finite(pretrainer.model.variables) and all_finite(pretrainer.optimizer.variables)
     assert np.isfinite(final["loss"]) and np.isfinite(final["mlm_loss"])
     assert (pretrainer.checkpoint_dir / "latest" / "optimizer_loss_scale.npz").exists()
+
+
+def test_a_checkpoint_without_loss_scale_state_resumes_with_a_fresh_scale(tmp_path):
+    """A bf16/fp32 run's checkpoint (or one from before dynamic scaling) resumed in fp16, e.g.
+    a spot job restarted on a GPU that `--precision auto` runs in fp16: the scale starts
+    afresh, everything else is restored; any other missing file is still a damaged checkpoint."""
+    import keras
+
+    from albert_ner.train.checkpoint import NoUsableCheckpoint, restore_checkpoint, save_checkpoint
+    from albert_ner.train.loss_scale import DynamicLossScale
+    from albert_ner.train.runtime import FP16_INITIAL_LOSS_SCALE
+
+    model = keras.layers.Dense(2)
+    model.build((None, 3))
+    main = keras.optimizers.Adam()
+    main.build(model.trainable_variables)
+    main.iterations.assign(41)
+    save_checkpoint(tmp_path, model, {"main": main}, {"step": 41})  # no loss scale: a bf16 run
+
+    fresh = keras.optimizers.Adam()
+    fresh.build(model.trainable_variables)
+    scale = DynamicLossScale()
+    lines = []
+    state = restore_checkpoint(tmp_path, model, {"main": fresh, "loss_scale": scale}, log=lines.append)
+    assert state["step"] == 41 and int(fresh.iterations.numpy()) == 41
+    assert float(scale.scale.numpy()) == FP16_INITIAL_LOSS_SCALE and int(scale.good_steps.numpy()) == 0
+    assert any("no optimizer_loss_scale.npz" in line and "initial values" in line for line in lines), lines
+
+    other = keras.optimizers.Adam()
+    other.build(model.trainable_variables)
+    with pytest.raises(NoUsableCheckpoint, match="optimizer_crf.npz is missing"):
+        restore_checkpoint(tmp_path, model, {"main": fresh, "crf": other}, log=lines.append)

@@ -109,13 +109,13 @@ class _Checkpoint:
     path: Path
     state: dict
     model_values: list
-    optimizer_values: dict
+    optimizer_values: dict  # entries absent from the checkpoint (see below) are left out
 
     def assign(self, model, optimizers: dict) -> None:
         for var, value in zip(model.variables, self.model_values):
             var.assign(value)
-        for name, optimizer in optimizers.items():
-            for var, value in zip(optimizer.variables, self.optimizer_values[name]):
+        for name, values in self.optimizer_values.items():
+            for var, value in zip(optimizers[name].variables, values):
                 var.assign(value)
 
 
@@ -147,6 +147,9 @@ def restore_checkpoint(directory: Path, model, optimizers: dict, log: Callable[[
         if problems:
             log(f"checkpoint: falling back to {candidate} (step {checkpoint.state['step']})")
             _set_aside(directory)
+        for name in sorted(set(optimizers) - set(checkpoint.optimizer_values)):
+            log(f"checkpoint: {candidate} has no {optimizer_file(name)} (written by a run in another "
+                f"precision or an older version); '{name}' starts from its initial values")
         checkpoint.assign(model, optimizers)
         return checkpoint.state
     raise NoUsableCheckpoint(
@@ -174,9 +177,14 @@ def _read_checkpoint(candidate: Path, model, optimizers: dict) -> _Checkpoint:
         model_values = read_weights(model, candidate / MODEL_FILE)
     except _READ_ERRORS as err:
         raise CheckpointDamaged(_describe(candidate / MODEL_FILE, err)) from err
+    # An entry that may be absent (the fp16 loss scale, `DynamicLossScale`) keeps its initial
+    # values when its file is missing; any other missing or damaged file makes the checkpoint
+    # unusable.
     optimizer_values = {
         name: _read_optimizer(candidate / optimizer_file(name), name, optimizer)
         for name, optimizer in optimizers.items()
+        if (candidate / optimizer_file(name)).exists()
+        or not getattr(optimizer, "may_be_absent_from_checkpoint", False)
     }
     return _Checkpoint(candidate, state, model_values, optimizer_values)
 

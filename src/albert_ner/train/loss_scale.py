@@ -58,6 +58,11 @@ class DynamicLossScale:
         self.scale = tf.Variable(float(initial_scale), trainable=False, dtype=tf.float32, name="loss_scale")
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="loss_scale_good_steps")
 
+    # A checkpoint without this state (written by an fp32 or bf16 run, or before dynamic
+    # scaling existed) still resumes: the scale starts afresh, which costs at most a few
+    # skipped steps (`train.checkpoint` reads this flag).
+    may_be_absent_from_checkpoint = True
+
     @property
     def variables(self) -> list:
         """The state a checkpoint saves and restores, in a fixed order: [scale, good_steps]."""
