@@ -35,6 +35,8 @@ from pathlib import Path
 
 import h11
 
+from albert_ner.data.example import SCORE_TOLERANCE, entities_difference
+
 # Requests that must be refused with a 4xx: (what is wrong, body, Content-Type).
 MALFORMED = [
     ("malformed JSON", b'{"text": "\xe5\x8c\x97\xe4\xba\xac', "application/json"),
@@ -150,20 +152,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def same_entities(got: list[dict], want: list[dict], score_tolerance: float) -> bool:
-    """Equal spans and types; scores (when present) within `score_tolerance`.
-
-    Scores may differ in the last float bits: the server merges requests into other batch
-    shapes than an offline call, and reductions then add in another order.
-    """
-    if len(got) != len(want):
-        return False
-    for g, w in zip(got, want):
-        if {k: v for k, v in g.items() if k != "score"} != {k: v for k, v in w.items() if k != "score"}:
-            return False
-        if ("score" in g or "score" in w) and abs(g.get("score", math.inf) - w.get("score", -math.inf)) > score_tolerance:
-            return False
-    return True
+def same_entities(got: list[dict], want: list[dict], score_tolerance: float = SCORE_TOLERANCE) -> bool:
+    """Equal spans and types; scores within `score_tolerance` (`data.example.entities_difference`:
+    the server merges requests into other batch shapes than an offline call)."""
+    return entities_difference(got, want, score_tolerance) is None
 
 
 def parse_cpus(spec: str | None) -> set[int] | None:
@@ -373,7 +365,7 @@ def run_load_test(
     expected: Callable[[str], list[dict]] | dict | None = None,
     seed: int = 0,
     timeout: float = 300.0,
-    score_tolerance: float = 1e-4,
+    score_tolerance: float = SCORE_TOLERANCE,
     client_cpus: set[int] | None = None,
     retry_stale: bool = True,
 ) -> dict:
